@@ -1,0 +1,27 @@
+//! JSON values: one object per record, unknown fields ignored.
+
+use super::{DecodeError, RawEvent};
+
+/// Parses a JSON object into the loose [`RawEvent`] shape.
+pub(super) fn parse(value: &[u8]) -> Result<RawEvent, DecodeError> {
+    serde_json::from_slice(value).map_err(|error| DecodeError::MalformedJson(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_json_is_rejected_with_position() {
+        let error = parse(b"{\"event_id\": ").unwrap_err();
+        assert_eq!(error.reason(), "malformed_json");
+        assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    #[test]
+    fn wrong_types_are_malformed_json() {
+        let error = parse(br#"{"score": "nine"}"#).unwrap_err();
+        assert_eq!(error.reason(), "malformed_json");
+        assert!(parse(b"[1,2]").is_err());
+    }
+}

@@ -1,0 +1,306 @@
+//! The single-source-of-truth profile of one customer (SPEC section 3), and
+//! the lifecycle and segment rules evaluated on it.
+
+use std::collections::BTreeMap;
+
+use crate::config::SegmentsConfig;
+use crate::event::{Currency, CustomerId, EventTime, NpsCategory};
+use crate::window::millis;
+
+/// Where a customer is in their relationship with us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    /// No purchase yet.
+    Prospect,
+    /// First purchase within the new period.
+    New,
+    /// A purchase within the activity horizon.
+    Active,
+    /// Had purchases, none within the activity horizon.
+    Churned,
+    /// Purchased again after churning; active after the new period.
+    Reactivated,
+}
+
+impl Lifecycle {
+    /// The SPEC's lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Lifecycle::Prospect => "prospect",
+            Lifecycle::New => "new",
+            Lifecycle::Active => "active",
+            Lifecycle::Churned => "churned",
+            Lifecycle::Reactivated => "reactivated",
+        }
+    }
+}
+
+/// RFM segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// Recent, frequent, valuable.
+    Champion,
+    /// Active but unhappy or drifting away.
+    AtRisk,
+    /// Churned.
+    Lost,
+    /// Everyone else.
+    Regular,
+}
+
+impl Segment {
+    /// The SPEC's snake_case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Segment::Champion => "champion",
+            Segment::AtRisk => "at_risk",
+            Segment::Lost => "lost",
+            Segment::Regular => "regular",
+        }
+    }
+}
+
+/// Lifecycle and segment rules in milliseconds, from config.
+#[derive(Debug, Clone)]
+pub struct ProfileRules {
+    /// Activity horizon.
+    pub activity_horizon_millis: i64,
+    /// New / reactivated period.
+    pub new_period_millis: i64,
+    /// Champion recency.
+    pub champion_recency_millis: i64,
+    /// Champion minimum orders.
+    pub champion_min_orders: u64,
+    /// Champion minimum net value in one currency.
+    pub champion_min_value: i64,
+}
+
+impl ProfileRules {
+    /// Rules from config.
+    pub fn new(activity_horizon: std::time::Duration, segments: &SegmentsConfig) -> Self {
+        ProfileRules {
+            activity_horizon_millis: millis(activity_horizon),
+            new_period_millis: millis(segments.new_period),
+            champion_recency_millis: millis(segments.champion_recency),
+            champion_min_orders: segments.champion_min_orders,
+            champion_min_value: segments.champion_min_value,
+        }
+    }
+}
+
+/// A last survey answer with its scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastScore {
+    /// The score.
+    pub score: u8,
+    /// Its scale's maximum.
+    pub scale_max: u8,
+    /// When it was given.
+    pub at: EventTime,
+}
+
+/// Everything known about one customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// The customer.
+    pub customer_id: CustomerId,
+    /// Earliest event time seen.
+    pub first_seen: EventTime,
+    /// Latest event time seen; the instant lifecycle and segment are evaluated at.
+    pub last_seen: EventTime,
+    /// Events applied.
+    pub events: u64,
+    /// Orders placed.
+    pub orders_placed: u64,
+    /// Placed value per currency.
+    pub revenue_minor: BTreeMap<Currency, i64>,
+    /// Returned value per currency.
+    pub returned_minor: BTreeMap<Currency, i64>,
+    /// First `placed`.
+    pub first_purchase_at: Option<EventTime>,
+    /// Latest `placed`.
+    pub last_purchase_at: Option<EventTime>,
+    /// Sum of gaps between consecutive orders, ms.
+    pub purchase_gap_millis_sum: i64,
+    /// When the customer came back after churning, if they did.
+    pub reactivated_at: Option<EventTime>,
+    /// Tickets currently open.
+    pub open_tickets: u64,
+    /// Tickets opened.
+    pub tickets_opened: u64,
+    /// Resolutions.
+    pub tickets_resolved: u64,
+    /// First responses received.
+    pub first_responses: u64,
+    /// Sum of first-response times, ms.
+    pub first_response_millis_sum: i64,
+    /// Latest NPS answer.
+    pub last_nps: Option<LastScore>,
+    /// Latest CSAT answer.
+    pub last_csat: Option<LastScore>,
+    /// Latest CES answer.
+    pub last_ces: Option<LastScore>,
+    /// Lifecycle at `last_seen`.
+    pub lifecycle: Lifecycle,
+    /// Segment at `last_seen`.
+    pub segment: Segment,
+    /// Wall-clock time of the latest change.
+    pub updated_at: EventTime,
+}
+
+impl Profile {
+    /// A profile with nothing applied yet.
+    pub fn new(customer_id: CustomerId, at: EventTime) -> Self {
+        Profile {
+            customer_id,
+            first_seen: at,
+            last_seen: at,
+            events: 0,
+            orders_placed: 0,
+            revenue_minor: BTreeMap::new(),
+            returned_minor: BTreeMap::new(),
+            first_purchase_at: None,
+            last_purchase_at: None,
+            purchase_gap_millis_sum: 0,
+            reactivated_at: None,
+            open_tickets: 0,
+            tickets_opened: 0,
+            tickets_resolved: 0,
+            first_responses: 0,
+            first_response_millis_sum: 0,
+            last_nps: None,
+            last_csat: None,
+            last_ces: None,
+            lifecycle: Lifecycle::Prospect,
+            segment: Segment::Regular,
+            updated_at: at,
+        }
+    }
+
+    /// Net value per currency: revenue minus returns.
+    pub fn net_value_minor(&self) -> BTreeMap<Currency, i64> {
+        let mut net = self.revenue_minor.clone();
+        for (currency, amount) in &self.returned_minor {
+            *net.entry(*currency).or_default() -= amount;
+        }
+        net
+    }
+
+    /// Category of the latest NPS answer.
+    pub fn last_nps_category(&self) -> Option<NpsCategory> {
+        self.last_nps.map(|last| NpsCategory::of(last.score))
+    }
+
+    /// Mean days between consecutive orders.
+    pub fn mean_days_between_purchases(&self) -> Option<f64> {
+        let gaps = self.orders_placed.checked_sub(1).filter(|gaps| *gaps > 0)?;
+        Some(self.purchase_gap_millis_sum as f64 / 86_400_000.0 / gaps as f64)
+    }
+
+    /// Lifecycle at `now`.
+    pub fn lifecycle_at(&self, now: EventTime, rules: &ProfileRules) -> Lifecycle {
+        let (Some(first), Some(last)) = (self.first_purchase_at, self.last_purchase_at) else {
+            return Lifecycle::Prospect;
+        };
+        if now >= last.plus_millis(rules.activity_horizon_millis) {
+            Lifecycle::Churned
+        } else if self
+            .reactivated_at
+            .is_some_and(|back| now < back.plus_millis(rules.new_period_millis))
+        {
+            Lifecycle::Reactivated
+        } else if now < first.plus_millis(rules.new_period_millis) {
+            Lifecycle::New
+        } else {
+            Lifecycle::Active
+        }
+    }
+
+    /// Segment at `now`, given the lifecycle at `now`.
+    pub fn segment_at(&self, now: EventTime, lifecycle: Lifecycle, rules: &ProfileRules) -> Segment {
+        if lifecycle == Lifecycle::Churned {
+            return Segment::Lost;
+        }
+        let Some(last) = self.last_purchase_at else {
+            return Segment::Regular;
+        };
+        let drifting = now > last.plus_millis(rules.activity_horizon_millis / 2);
+        if self.last_nps_category() == Some(NpsCategory::Detractor) || drifting {
+            return Segment::AtRisk;
+        }
+        let recent = now < last.plus_millis(rules.champion_recency_millis);
+        let valuable = self
+            .net_value_minor()
+            .values()
+            .any(|net| *net >= rules.champion_min_value);
+        if recent && self.orders_placed >= rules.champion_min_orders && valuable {
+            Segment::Champion
+        } else {
+            Segment::Regular
+        }
+    }
+
+    /// Re-evaluates lifecycle and segment at `last_seen`.
+    pub fn refresh_classification(&mut self, rules: &ProfileRules) {
+        self.lifecycle = self.lifecycle_at(self.last_seen, rules);
+        self.segment = self.segment_at(self.last_seen, self.lifecycle, rules);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    fn rules() -> ProfileRules {
+        ProfileRules::new(
+            std::time::Duration::from_secs(90 * 86_400),
+            &SegmentsConfig::default(),
+        )
+    }
+
+    fn day(n: i64) -> EventTime {
+        EventTime::from_millis(n * DAY)
+    }
+
+    #[test]
+    fn lifecycle_follows_the_spec() {
+        let rules = rules();
+        let mut profile = Profile::new(CustomerId::new("c"), day(0));
+        assert_eq!(profile.lifecycle_at(day(0), &rules), Lifecycle::Prospect);
+        profile.first_purchase_at = Some(day(10));
+        profile.last_purchase_at = Some(day(10));
+        assert_eq!(profile.lifecycle_at(day(39), &rules), Lifecycle::New);
+        assert_eq!(profile.lifecycle_at(day(40), &rules), Lifecycle::Active);
+        assert_eq!(profile.lifecycle_at(day(100), &rules), Lifecycle::Churned);
+        profile.last_purchase_at = Some(day(200));
+        profile.reactivated_at = Some(day(200));
+        assert_eq!(profile.lifecycle_at(day(229), &rules), Lifecycle::Reactivated);
+        assert_eq!(profile.lifecycle_at(day(230), &rules), Lifecycle::Active);
+    }
+
+    #[test]
+    fn segments_follow_the_spec() {
+        let rules = rules();
+        let eur = Currency::parse("EUR").unwrap();
+        let mut profile = Profile::new(CustomerId::new("c"), day(0));
+        profile.first_purchase_at = Some(day(0));
+        profile.last_purchase_at = Some(day(100));
+        profile.orders_placed = 5;
+        profile.revenue_minor.insert(eur, 60_000);
+        let at = |now| {
+            let lifecycle = profile.lifecycle_at(day(now), &rules);
+            profile.segment_at(day(now), lifecycle, &rules)
+        };
+        assert_eq!(at(110), Segment::Champion);
+        assert_eq!(at(140), Segment::Regular);
+        assert_eq!(at(146), Segment::AtRisk);
+        assert_eq!(at(190), Segment::Lost);
+        profile.returned_minor.insert(eur, 20_000);
+        let lifecycle = profile.lifecycle_at(day(110), &rules);
+        assert_eq!(profile.segment_at(day(110), lifecycle, &rules), Segment::Regular);
+        profile.last_nps = Some(LastScore { score: 3, scale_max: 10, at: day(105) });
+        assert_eq!(profile.segment_at(day(110), lifecycle, &rules), Segment::AtRisk);
+    }
+}

@@ -1,0 +1,260 @@
+//! Windows: hopping event-time windows built from per-step panes.
+//!
+//! A window `W(e) = [e - size, e)` exists for every multiple `e` of `step`.
+//! Because `size` is a multiple of `step`, `W(e)` is exactly the union of the
+//! `size / step` panes `[p, p + step)` it covers, so each measure is added to
+//! one pane per window spec, and a window is built by merging its panes only
+//! once, when it is final. A pane is dropped as soon as every window that
+//! contains it has been emitted; a measure for such a pane is late.
+
+pub mod measure;
+pub mod result;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use measure::{Aggregate, Measure};
+
+use crate::config::WindowConfig;
+use crate::event::EventTime;
+
+/// One configured window: name, size and step in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowSpec {
+    /// Label, e.g. `24h`.
+    pub name: Arc<str>,
+    /// Window length, ms.
+    pub size_millis: i64,
+    /// Distance between window ends, ms.
+    pub step_millis: i64,
+}
+
+impl WindowSpec {
+    /// Converts a validated config entry.
+    pub fn from_config(config: &WindowConfig) -> Self {
+        WindowSpec {
+            name: config.name.as_str().into(),
+            size_millis: millis(config.size),
+            step_millis: millis(config.step),
+        }
+    }
+
+    /// Start of the pane containing `at`.
+    fn pane_of(&self, at: EventTime) -> i64 {
+        at.millis().div_euclid(self.step_millis) * self.step_millis
+    }
+}
+
+/// Milliseconds of a config duration, saturating.
+pub fn millis(duration: std::time::Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// A final window ready to be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinalWindow {
+    /// Window name.
+    pub name: Arc<str>,
+    /// Inclusive start.
+    pub start: EventTime,
+    /// Exclusive end (the boundary `e`).
+    pub end: EventTime,
+    /// Merged counts of the window's panes.
+    pub aggregate: Aggregate,
+}
+
+/// The panes and emission progress of one window spec.
+#[derive(Debug, Clone)]
+struct SpecState {
+    spec: WindowSpec,
+    /// Pane start → counts; only panes some unemitted window still contains.
+    panes: BTreeMap<i64, Aggregate>,
+    /// End of the latest emitted window.
+    last_emitted: Option<i64>,
+}
+
+impl SpecState {
+    /// True when every window containing pane `pane` was emitted.
+    fn pane_closed(&self, pane: i64) -> bool {
+        // The last window containing pane p ends at p + size.
+        self.last_emitted
+            .is_some_and(|last| pane + self.spec.size_millis <= last)
+    }
+}
+
+/// Every window spec of one task.
+#[derive(Debug, Clone)]
+pub struct Windows {
+    specs: Vec<SpecState>,
+    allowed_lateness_millis: i64,
+}
+
+impl Windows {
+    /// Empty windows for the given specs.
+    pub fn new(specs: &[WindowSpec], allowed_lateness_millis: i64) -> Self {
+        Windows {
+            specs: specs
+                .iter()
+                .map(|spec| SpecState {
+                    spec: spec.clone(),
+                    panes: BTreeMap::new(),
+                    last_emitted: None,
+                })
+                .collect(),
+            allowed_lateness_millis,
+        }
+    }
+
+    /// True when every window of every spec that contains `at` was already emitted.
+    pub fn is_late(&self, at: EventTime) -> bool {
+        self.specs
+            .iter()
+            .all(|state| state.pane_closed(state.spec.pane_of(at)))
+    }
+
+    /// Adds `measure` to the panes containing `at` that can still be emitted.
+    pub fn record(&mut self, at: EventTime, measure: &Measure) {
+        for state in &mut self.specs {
+            let pane = state.spec.pane_of(at);
+            if !state.pane_closed(pane) {
+                state.panes.entry(pane).or_default().add(measure);
+            }
+        }
+    }
+
+    /// Emits, in end order per spec, every non-empty window made final by `watermark`
+    /// (its end plus the allowed lateness is at or before the watermark).
+    pub fn advance(&mut self, watermark: EventTime, out: &mut Vec<FinalWindow>) {
+        let closing = watermark.millis().saturating_sub(self.allowed_lateness_millis);
+        for state in &mut self.specs {
+            let (size, step) = (state.spec.size_millis, state.spec.step_millis);
+            loop {
+                let Some(&first_pane) = state.panes.keys().next() else {
+                    break;
+                };
+                // The earliest unemitted window that contains any pane.
+                let end = match state.last_emitted {
+                    Some(last) => (last + step).max(first_pane + step),
+                    None => first_pane + step,
+                };
+                if end > closing {
+                    break;
+                }
+                let start = end - size;
+                let mut aggregate = Aggregate::default();
+                for (_, pane) in state.panes.range(start..end) {
+                    aggregate.merge(pane);
+                }
+                state.last_emitted = Some(end);
+                // Panes that no later window contains.
+                while let Some(entry) = state.panes.first_entry() {
+                    if *entry.key() + size > end {
+                        break;
+                    }
+                    entry.remove();
+                }
+                out.push(FinalWindow {
+                    name: state.spec.name.clone(),
+                    start: EventTime::from_millis(start),
+                    end: EventTime::from_millis(end),
+                    aggregate,
+                });
+            }
+        }
+    }
+
+    /// The earliest watermark at which some window becomes final, if any pane is pending.
+    pub fn next_deadline(&self) -> Option<EventTime> {
+        self.specs
+            .iter()
+            .filter_map(|state| {
+                let first_pane = *state.panes.keys().next()?;
+                let step = state.spec.step_millis;
+                let end = match state.last_emitted {
+                    Some(last) => (last + step).max(first_pane + step),
+                    None => first_pane + step,
+                };
+                Some(EventTime::from_millis(end + self.allowed_lateness_millis))
+            })
+            .min()
+    }
+
+    /// Number of panes held, for the state-size metric.
+    pub fn pane_count(&self) -> usize {
+        self.specs.iter().map(|state| state.panes.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::NpsCategory;
+
+    const MINUTE: i64 = 60_000;
+
+    fn spec(name: &str, size: i64, step: i64) -> WindowSpec {
+        WindowSpec {
+            name: name.into(),
+            size_millis: size,
+            step_millis: step,
+        }
+    }
+
+    fn promoter() -> Measure {
+        Measure::NpsResponse(NpsCategory::Promoter)
+    }
+
+    #[test]
+    fn every_window_containing_an_event_is_emitted_once_when_final() {
+        let mut windows = Windows::new(&[spec("10m", 10 * MINUTE, 5 * MINUTE)], MINUTE);
+        let at = EventTime::from_millis(7 * MINUTE);
+        windows.record(at, &promoter());
+        let mut out = Vec::new();
+        // Window [0,10m) is final at 11m.
+        windows.advance(EventTime::from_millis(11 * MINUTE - 1), &mut out);
+        assert!(out.is_empty());
+        windows.advance(EventTime::from_millis(11 * MINUTE), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].start.millis(), out[0].end.millis()), (0, 10 * MINUTE));
+        windows.advance(EventTime::from_millis(100 * MINUTE), &mut out);
+        // [5m,15m) also contains 7m; nothing after.
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].end.millis(), 15 * MINUTE);
+        assert_eq!(out[1].aggregate.nps.promoters, 1);
+        windows.advance(EventTime::from_millis(200 * MINUTE), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(windows.pane_count(), 0);
+    }
+
+    #[test]
+    fn late_measures_change_no_emitted_window() {
+        let mut windows = Windows::new(&[spec("5m", 5 * MINUTE, 5 * MINUTE)], 0);
+        windows.record(EventTime::from_millis(MINUTE), &promoter());
+        let mut out = Vec::new();
+        windows.advance(EventTime::from_millis(5 * MINUTE), &mut out);
+        assert_eq!(out.len(), 1);
+        let late = EventTime::from_millis(2 * MINUTE);
+        assert!(windows.is_late(late));
+        windows.record(late, &promoter());
+        windows.advance(EventTime::from_millis(50 * MINUTE), &mut out);
+        assert_eq!(out.len(), 1);
+        assert!(!windows.is_late(EventTime::from_millis(5 * MINUTE)));
+    }
+
+    #[test]
+    fn gaps_without_events_emit_nothing() {
+        let mut windows = Windows::new(&[spec("1m", MINUTE, MINUTE)], 0);
+        windows.record(EventTime::from_millis(0), &promoter());
+        windows.record(EventTime::from_millis(1000 * MINUTE), &promoter());
+        let mut out = Vec::new();
+        windows.advance(EventTime::from_millis(2000 * MINUTE), &mut out);
+        let ends: Vec<i64> = out.iter().map(|w| w.end.millis() / MINUTE).collect();
+        assert_eq!(ends, [1, 1001]);
+    }
+
+    #[test]
+    fn negative_times_fall_in_the_right_pane() {
+        let state = spec("1m", MINUTE, MINUTE);
+        assert_eq!(state.pane_of(EventTime::from_millis(-1)), -MINUTE);
+    }
+}
