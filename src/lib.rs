@@ -15,19 +15,20 @@
 //! beside it; `telemetry` names every metric; `generate` and `demo` make
 //! synthetic traffic.
 
-//pub mod cli;
+pub mod cli;
 pub mod config;
 pub mod decode;
-//pub mod demo;
+pub mod demo;
 pub mod event;
-//pub mod generate;
-//pub mod http;
-//pub mod output;
-//pub mod pipeline;
-//pub mod sink;
-//pub mod source;
+pub mod generate;
+pub mod http;
+pub mod output;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
 pub mod task;
-//pub mod telemetry;
+pub mod telemetry;
+pub mod topics;
 pub mod window;
 
 /// Types generated from `proto/cxpulse/v1/*.proto`.

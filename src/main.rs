@@ -1,1 +1,5 @@
-fn main() {}
+//! The `cxpulse` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    cxpulse::cli::main()
+}

@@ -1,0 +1,103 @@
+//! `cxpulse demo`: the whole product in one process, no Kafka installed.
+//!
+//! librdkafka's in-process mock cluster speaks the real Kafka protocol; the
+//! generator streams a synthetic population into it, the pipeline consumes
+//! it exactly as in production, `/metrics` is served, and a live summary is
+//! printed every two seconds until Ctrl-C.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+
+use crate::cli::{self, PopulationArgs};
+use crate::config::{Config, LogConfig};
+use crate::event::Source;
+use crate::generate;
+use crate::pipeline::Shared;
+use crate::window::result::{mean_seconds, ratio};
+use crate::window::Aggregate;
+use crate::{telemetry, topics};
+
+/// Runs the demo until Ctrl-C.
+pub async fn run(population: PopulationArgs, partitions: i32, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    telemetry::init_logging(&LogConfig {
+        level: "warn,cxpulse=info".into(),
+        ..LogConfig::default()
+    });
+    let cluster = MockCluster::new(1)?;
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = cluster.bootstrap_servers();
+    config.kafka.group_id = "cxpulse-demo".into();
+    config.http.listen = listen;
+    // Quiet partitions should not hold windows back for long in a demo.
+    config.processing.idle_timeout = Duration::from_secs(5);
+    for spec in topics::inputs(&config, partitions).iter().chain(&topics::outputs(&config, partitions)) {
+        cluster.create_topic(&spec.name, spec.partitions, 1)?;
+    }
+    let running = cli::start_service(&config).await?;
+    println!(
+        "cxpulse demo: embedded broker at {}, metrics at http://{listen}/metrics, profiles at http://{listen}/v1/customers/cust-0000001",
+        config.kafka.bootstrap_servers
+    );
+    println!("Ctrl-C to stop.");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = population.options(&config, 0);
+    let generator_config = config.clone();
+    let generator_stop = stop.clone();
+    let generator = tokio::task::spawn_blocking(move || generate::run(&generator_config, options, &generator_stop));
+
+    let mut ticker = tokio::time::interval(Duration::from_secs(2));
+    let mut last = (Instant::now(), 0u64);
+    loop {
+        tokio::select! {
+            _ = cli::shutdown_signal() => break,
+            _ = ticker.tick() => {
+                if running.is_finished() || generator.is_finished() {
+                    break;
+                }
+                let applied = running.shared().events_applied.load(Ordering::Relaxed);
+                let rate = (applied - last.1) as f64 / last.0.elapsed().as_secs_f64().max(1e-3);
+                last = (Instant::now(), applied);
+                println!("{}", summary(running.shared(), rate));
+            }
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let _ = generator.await;
+    cli::stop_service(running, config.processing.shutdown_timeout).await?;
+    drop(cluster);
+    let _ = Source::ALL;
+    Ok(())
+}
+
+/// One line: throughput, profiles and the latest final `1h` window summed over tasks.
+fn summary(shared: &Shared, events_per_second: f64) -> String {
+    let profiles: usize = shared.tasks().values().map(|task| task.profile_count()).sum();
+    let latest = shared.latest_windows();
+    let mut total = Aggregate::default();
+    let mut end = None;
+    for ((name, _), window) in latest.iter() {
+        if &**name == "1h" {
+            total.merge(&window.aggregate);
+            end = end.max(Some(window.end));
+        }
+    }
+    let nps = &total.nps;
+    let nps_score = ratio(100.0 * (nps.promoters as f64 - nps.detractors as f64), nps.responses());
+    let first_response = mean_seconds(total.tickets.first_response_millis_sum, total.tickets.first_responses);
+    let show = |value: Option<f64>, unit: &str| value.map_or("-".to_string(), |v| format!("{v:.1}{unit}"));
+    format!(
+        "{:>7.0} events/s | {:>7} profiles | last 1h window ending {}: NPS {} ({} answers), mean first response {} ({} replies), {} orders",
+        events_per_second,
+        profiles,
+        end.map_or("-".to_string(), |end| end.to_rfc3339()),
+        show(nps_score, ""),
+        nps.responses(),
+        show(first_response, "s"),
+        total.tickets.first_responses,
+        total.orders.placed,
+    )
+}

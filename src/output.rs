@@ -1,0 +1,310 @@
+//! Output: turns what a task produced into Kafka records for `cx.profiles`,
+//! `cx.enriched`, `cx.metrics` and `cx.dlq`, in JSON or Protobuf, with a
+//! deterministic `event_id` and CloudEvents binary-mode headers.
+//!
+//! Ids are derived from the source position (`topic/partition/offset`) or
+//! the window identity, so a record produced again after a crash carries
+//! the same id and consumers can de-duplicate.
+
+use prost::Message;
+
+use crate::config::TopicsConfig;
+use crate::decode::{DecodeError, Format};
+use crate::event::{Event, EventBody, EventTime, PurchaseAction, SurveyResponse, TicketAction};
+use crate::proto;
+use crate::task::Profile;
+use crate::window::result::{mean_seconds, window_result};
+use crate::window::FinalWindow;
+
+/// Where an input record came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourcePosition {
+    /// Topic name.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+impl SourcePosition {
+    fn id(&self, kind: &str) -> String {
+        format!("{}/{}/{}/{kind}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// A record ready for the producer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRecord {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key.
+    pub key: Vec<u8>,
+    /// Record value.
+    pub value: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// An input record that failed decoding, with everything the DLQ keeps.
+#[derive(Debug, Clone)]
+pub struct DeadLetter<'a> {
+    /// Where it came from.
+    pub position: &'a SourcePosition,
+    /// Original key.
+    pub key: Option<&'a [u8]>,
+    /// Original value.
+    pub value: Option<&'a [u8]>,
+    /// Original headers.
+    pub headers: &'a [(String, Vec<u8>)],
+    /// Why it was rejected.
+    pub error: &'a DecodeError,
+}
+
+/// Builds output records in the configured format.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    topics: TopicsConfig,
+    format: Format,
+    /// CloudEvents `ce_source`.
+    source: String,
+}
+
+impl Encoder {
+    /// An encoder writing `format` to the topics of `topics`.
+    pub fn new(topics: TopicsConfig, format: Format, source: &str) -> Self {
+        Encoder {
+            topics,
+            format,
+            source: format!("/cxpulse/{source}"),
+        }
+    }
+
+    fn record<M: Message + serde::Serialize>(
+        &self,
+        topic: &str,
+        key: Vec<u8>,
+        message: &M,
+        event_id: String,
+        ce_type: &str,
+        time: EventTime,
+    ) -> OutputRecord {
+        let value = match self.format {
+            // Serialising generated structs of strings, numbers and maps cannot fail.
+            Format::Json => serde_json::to_vec(message).unwrap_or_default(),
+            Format::Protobuf => message.encode_to_vec(),
+        };
+        let headers = vec![
+            ("ce_specversion".to_string(), b"1.0".to_vec()),
+            ("ce_id".to_string(), event_id.into_bytes()),
+            ("ce_type".to_string(), ce_type.as_bytes().to_vec()),
+            ("ce_source".to_string(), self.source.as_bytes().to_vec()),
+            ("ce_time".to_string(), time.to_rfc3339().into_bytes()),
+            ("content-type".to_string(), self.format.content_type().as_bytes().to_vec()),
+        ];
+        OutputRecord {
+            topic: topic.to_string(),
+            key,
+            value,
+            headers,
+        }
+    }
+
+    /// The `cx.profiles` record of a profile changed by the record at `position`.
+    pub fn profile(&self, profile: &Profile, position: &SourcePosition) -> OutputRecord {
+        self.record(
+            &self.topics.profiles,
+            profile.customer_id.as_str().as_bytes().to_vec(),
+            &profile_message(profile),
+            position.id("profile"),
+            "io.cxpulse.profile.v1",
+            profile.last_seen,
+        )
+    }
+
+    /// The `cx.enriched` record of a valid event after it was applied.
+    pub fn enriched(&self, event: &Event, profile: &Profile, position: &SourcePosition) -> OutputRecord {
+        let event_id = position.id("enriched");
+        let mut message = proto::EnrichedEvent {
+            event_id: event_id.clone(),
+            source_event_id: event.event_id.to_string(),
+            customer_id: event.customer_id.to_string(),
+            r#type: event.type_name().to_string(),
+            occurred_at: event.occurred_at.to_rfc3339(),
+            source_topic: position.topic.clone(),
+            source_partition: position.partition,
+            source_offset: position.offset,
+            context: Some(proto::ProfileContext {
+                segment: profile.segment.name().to_string(),
+                lifecycle: profile.lifecycle.name().to_string(),
+                net_value_minor: money(&profile.net_value_minor()),
+                last_nps_category: profile.last_nps_category().map(|c| c.name().to_string()),
+                open_tickets: profile.open_tickets,
+            }),
+            ..Default::default()
+        };
+        match &event.body {
+            EventBody::Purchase(purchase) => {
+                message.order_id = Some(purchase.order_id.to_string());
+                message.channel = purchase.channel.clone();
+                if let PurchaseAction::Placed { amount } | PurchaseAction::Returned { amount } = purchase.action {
+                    message.amount_minor = Some(amount.amount.0);
+                    message.currency = Some(amount.currency.to_string());
+                }
+            }
+            EventBody::Ticket(ticket) => {
+                message.ticket_id = Some(ticket.ticket_id.to_string());
+                if let TicketAction::Opened { channel, .. } = ticket.action {
+                    message.channel = Some(channel.name().to_string());
+                }
+            }
+            EventBody::Survey(survey) => {
+                message.survey_id = Some(survey.survey_id.to_string());
+                message.ticket_id = survey.ticket_id.as_ref().map(|id| id.to_string());
+                message.order_id = survey.order_id.as_ref().map(|id| id.to_string());
+                let (score, scale_max) = match survey.response {
+                    SurveyResponse::Nps { score } => (score, 10),
+                    SurveyResponse::Csat { score, scale_max } | SurveyResponse::Ces { score, scale_max } => {
+                        (score, scale_max)
+                    }
+                };
+                message.score = Some(i64::from(score));
+                message.scale_max = Some(i64::from(scale_max));
+            }
+        }
+        let ce_type = format!("io.cxpulse.enriched.{}.v1", event.type_name());
+        self.record(
+            &self.topics.enriched,
+            event.customer_id.as_str().as_bytes().to_vec(),
+            &message,
+            event_id,
+            &ce_type,
+            event.occurred_at,
+        )
+    }
+
+    /// The `cx.metrics` record of a final window of `task`.
+    pub fn window(&self, window: &FinalWindow, task: u32) -> OutputRecord {
+        let key = format!("{}/{}/{task}", window.name, window.end.to_rfc3339());
+        self.record(
+            &self.topics.metrics,
+            key.clone().into_bytes(),
+            &window_result(window, task),
+            key,
+            "io.cxpulse.window.v1",
+            window.end,
+        )
+    }
+
+    /// The `cx.dlq` record of a rejected input: original key, value and headers plus the reason.
+    pub fn dead_letter(&self, letter: &DeadLetter<'_>) -> OutputRecord {
+        let mut headers = letter.headers.to_vec();
+        let position = letter.position;
+        for (name, value) in [
+            ("cxpulse.error.reason", letter.error.reason().to_string()),
+            ("cxpulse.error.message", letter.error.to_string()),
+            ("cxpulse.source.topic", position.topic.clone()),
+            ("cxpulse.source.partition", position.partition.to_string()),
+            ("cxpulse.source.offset", position.offset.to_string()),
+        ] {
+            headers.push((name.to_string(), value.into_bytes()));
+        }
+        OutputRecord {
+            topic: self.topics.dlq.clone(),
+            key: letter.key.unwrap_or_default().to_vec(),
+            value: letter.value.unwrap_or_default().to_vec(),
+            headers,
+        }
+    }
+}
+
+fn money(totals: &std::collections::BTreeMap<crate::event::Currency, i64>) -> std::collections::BTreeMap<String, i64> {
+    totals.iter().map(|(currency, amount)| (currency.to_string(), *amount)).collect()
+}
+
+/// The published form of a profile (`cx.profiles` and the HTTP API).
+pub fn profile_message(profile: &Profile) -> proto::Profile {
+    let time = |at: Option<EventTime>| at.map(EventTime::to_rfc3339);
+    proto::Profile {
+        customer_id: profile.customer_id.to_string(),
+        first_seen: profile.first_seen.to_rfc3339(),
+        last_seen: profile.last_seen.to_rfc3339(),
+        events: profile.events,
+        orders_placed: profile.orders_placed,
+        revenue_minor: money(&profile.revenue_minor),
+        returned_minor: money(&profile.returned_minor),
+        net_value_minor: money(&profile.net_value_minor()),
+        first_purchase_at: time(profile.first_purchase_at),
+        last_purchase_at: time(profile.last_purchase_at),
+        mean_days_between_purchases: profile.mean_days_between_purchases(),
+        open_tickets: profile.open_tickets,
+        tickets_opened: profile.tickets_opened,
+        tickets_resolved: profile.tickets_resolved,
+        mean_first_response_seconds: mean_seconds(profile.first_response_millis_sum, profile.first_responses),
+        last_nps_score: profile.last_nps.map(|last| i64::from(last.score)),
+        last_nps_category: profile.last_nps_category().map(|c| c.name().to_string()),
+        last_nps_at: time(profile.last_nps.map(|last| last.at)),
+        last_csat_score: profile.last_csat.map(|last| i64::from(last.score)),
+        last_csat_scale_max: profile.last_csat.map(|last| i64::from(last.scale_max)),
+        last_ces_score: profile.last_ces.map(|last| i64::from(last.score)),
+        last_ces_scale_max: profile.last_ces.map(|last| i64::from(last.scale_max)),
+        segment: profile.segment.name().to_string(),
+        lifecycle: profile.lifecycle.name().to_string(),
+        updated_at: profile.updated_at.to_rfc3339(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::CustomerId;
+
+    #[test]
+    fn dead_letters_keep_the_original_and_add_the_reason() {
+        let encoder = Encoder::new(TopicsConfig::default(), Format::Json, "test");
+        let position = SourcePosition {
+            topic: "cx.surveys".into(),
+            partition: 2,
+            offset: 41,
+        };
+        let headers = vec![("trace".to_string(), b"abc".to_vec())];
+        let record = encoder.dead_letter(&DeadLetter {
+            position: &position,
+            key: Some(b"c1"),
+            value: Some(b"{oops"),
+            headers: &headers,
+            error: &DecodeError::MalformedJson("eof".into()),
+        });
+        assert_eq!(record.topic, "cx.dlq");
+        assert_eq!(record.value, b"{oops");
+        let header = |name: &str| {
+            record
+                .headers
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+        };
+        assert_eq!(header("trace").as_deref(), Some("abc"));
+        assert_eq!(header("cxpulse.error.reason").as_deref(), Some("malformed_json"));
+        assert_eq!(header("cxpulse.source.offset").as_deref(), Some("41"));
+    }
+
+    #[test]
+    fn profile_records_are_keyed_by_customer_with_cloudevents_headers() {
+        let encoder = Encoder::new(TopicsConfig::default(), Format::Protobuf, "test");
+        let profile = Profile::new(CustomerId::new("c9"), EventTime::from_millis(0));
+        let position = SourcePosition {
+            topic: "cx.tickets".into(),
+            partition: 0,
+            offset: 7,
+        };
+        let record = encoder.profile(&profile, &position);
+        assert_eq!(record.key, b"c9");
+        let decoded = proto::Profile::decode(record.value.as_slice()).unwrap();
+        assert_eq!(decoded.customer_id, "c9");
+        assert_eq!(decoded.lifecycle, "prospect");
+        assert!(record
+            .headers
+            .contains(&("ce_id".to_string(), b"cx.tickets/0/7/profile".to_vec())));
+    }
+}

@@ -1,0 +1,488 @@
+//! Pipeline: runs the data's path on its own thread.
+//!
+//! Each cycle polls a batch of records, decodes them, hands each task its
+//! records in `occurred_at` order (merging its three partitions), sends every
+//! output through the one producer, and queues a checkpoint.
+//!
+//! Delivery guarantee (at-least-once): the committer awaits the delivery of
+//! every output of a checkpoint, in order, and only then stores the offsets
+//! of the records that produced them; librdkafka commits stored offsets. A
+//! crash therefore replays records whose outputs may already be out: the
+//! replayed outputs carry the same deterministic `event_id`.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use metrics::{counter, gauge, histogram};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::DeliveryFuture;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::config::Config;
+use crate::decode::{DecodeError, Decoder};
+use crate::event::{Event, EventTime, Source};
+use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition};
+use crate::sink::Sink;
+use crate::source::{self, Assignment, InputConsumer};
+use crate::task::{Outcome, Task, TaskSettings};
+use crate::telemetry::{self, TopicCounters, WindowGauges};
+use crate::window::FinalWindow;
+
+/// State shared between the pipeline thread, the HTTP server and the demo.
+#[derive(Default)]
+pub struct Shared {
+    /// The tasks this instance owns, by partition number.
+    pub tasks: Mutex<BTreeMap<u32, Task>>,
+    /// True once the first assignment was received and consumption runs.
+    pub ready: AtomicBool,
+    /// Set to ask the pipeline to stop gracefully.
+    pub stop: AtomicBool,
+    /// Valid events applied since start.
+    pub events_applied: AtomicU64,
+    /// Latest final window per (window name, task).
+    pub latest_windows: Mutex<BTreeMap<(Arc<str>, u32), FinalWindow>>,
+}
+
+impl Shared {
+    /// Locks the tasks, recovering from a poisoned lock (state is still consistent per event).
+    pub fn tasks(&self) -> MutexGuard<'_, BTreeMap<u32, Task>> {
+        self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the latest windows.
+    pub fn latest_windows(&self) -> MutexGuard<'_, BTreeMap<(Arc<str>, u32), FinalWindow>> {
+        self.latest_windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A running pipeline.
+pub struct Running {
+    shared: Arc<Shared>,
+    partitions: usize,
+    thread: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Shared state, for HTTP and summaries.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Partitions of each input topic.
+    pub fn partitions(&self) -> usize {
+        self.partitions
+    }
+
+    /// Asks the pipeline to stop after the current cycle.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// True when the pipeline thread has ended.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the pipeline thread and returns how it ended.
+    pub fn join(self) -> anyhow::Result<()> {
+        match self.thread.join() {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!("the pipeline thread panicked"),
+        }
+    }
+}
+
+/// Checks the inputs, subscribes and starts the pipeline thread.
+pub fn start(config: Config, runtime: tokio::runtime::Handle, shared: Arc<Shared>) -> anyhow::Result<Running> {
+    let consumer = source::consumer(&config).context("creating the consumer")?;
+    let partitions = source::check_co_partitioning(&consumer, &config, Duration::from_secs(30))?;
+    let inputs: Vec<&str> = Source::ALL.iter().map(|source| config.topics.input(*source)).collect();
+    consumer.subscribe(&inputs).context("subscribing to the input topics")?;
+    info!(partitions, topics = ?inputs, "inputs are co-partitioned; subscribed");
+    let sink = Sink::new(&config.kafka).context("creating the producer")?;
+    let thread_shared = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("cxpulse-pipeline".into())
+        .spawn(move || Loop::new(config, consumer, sink, thread_shared, runtime).run())
+        .context("spawning the pipeline thread")?;
+    Ok(Running {
+        shared,
+        partitions,
+        thread,
+    })
+}
+
+/// An input record copied out of librdkafka's buffer.
+struct InputRecord {
+    source: Source,
+    position: SourcePosition,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Vec<u8>)>,
+    /// Kafka record timestamp (ms), for latency.
+    appended_at: Option<i64>,
+}
+
+impl InputRecord {
+    fn content_type(&self) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.as_slice())
+    }
+}
+
+/// Outputs of one cycle and the offsets they complete.
+struct Checkpoint {
+    deliveries: Vec<(String, DeliveryFuture)>,
+    /// (topic, partition) → next offset to consume.
+    offsets: BTreeMap<(String, i32), i64>,
+    appended_at: Vec<i64>,
+}
+
+/// The processing loop and everything it owns.
+struct Loop {
+    config: Config,
+    consumer: Arc<InputConsumer>,
+    sink: Sink,
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
+    settings: Arc<TaskSettings>,
+    decoder: Decoder,
+    encoder: Encoder,
+    counters: [TopicCounters; 3],
+    gauges: WindowGauges,
+}
+
+impl Loop {
+    fn new(config: Config, consumer: InputConsumer, sink: Sink, shared: Arc<Shared>, runtime: tokio::runtime::Handle) -> Self {
+        let formats = &config.formats;
+        Loop {
+            settings: Arc::new(TaskSettings::from_config(&config)),
+            decoder: Decoder {
+                max_record_bytes: config.processing.max_record_bytes,
+                max_future_skew: config.processing.max_future_skew,
+                formats: [formats.purchases, formats.tickets, formats.surveys],
+            },
+            encoder: Encoder::new(config.topics.clone(), formats.outputs, &config.kafka.client_id),
+            counters: Source::ALL.map(|source| TopicCounters::new(config.topics.input(source))),
+            gauges: WindowGauges::default(),
+            consumer: Arc::new(consumer),
+            sink,
+            shared,
+            runtime,
+            config,
+        }
+    }
+
+    fn run(mut self) -> anyhow::Result<()> {
+        let (checkpoints, receiver) = mpsc::channel(64);
+        let committer = self.runtime.spawn(commit_delivered(self.consumer.clone(), receiver));
+        let result = self.cycle_until_stopped(&checkpoints, &committer);
+        // Drain: every queued checkpoint is awaited and stored, then committed.
+        drop(checkpoints);
+        let drained = self.runtime.block_on(committer);
+        if let Err(error) = self.sink.flush(self.config.processing.shutdown_timeout) {
+            warn!(%error, "producer flush at shutdown failed");
+        }
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => info!("final offsets committed"),
+            Err(error) => debug!(%error, "no final commit"),
+        }
+        self.consumer.unsubscribe();
+        self.shared.ready.store(false, Ordering::SeqCst);
+        result?;
+        drained.context("committer task")??;
+        info!("pipeline stopped");
+        Ok(())
+    }
+
+    fn cycle_until_stopped(
+        &mut self,
+        checkpoints: &mpsc::Sender<Checkpoint>,
+        committer: &tokio::task::JoinHandle<anyhow::Result<()>>,
+    ) -> anyhow::Result<()> {
+        while !self.shared.stop.load(Ordering::SeqCst) {
+            if committer.is_finished() {
+                anyhow::bail!("output delivery failed; stopping so that no offset passes undelivered work");
+            }
+            let records = self.poll_batch();
+            self.apply_assignment_changes();
+            let (outputs, offsets, appended_at) = self.process(records);
+            if outputs.is_empty() && offsets.is_empty() {
+                continue;
+            }
+            let mut deliveries = Vec::with_capacity(outputs.len());
+            for record in &outputs {
+                let delivery = self
+                    .sink
+                    .send(record)
+                    .with_context(|| format!("queueing a record for {}", record.topic))?;
+                deliveries.push((record.topic.clone(), delivery));
+            }
+            let checkpoint = Checkpoint {
+                deliveries,
+                offsets,
+                appended_at,
+            };
+            if checkpoints.blocking_send(checkpoint).is_err() {
+                anyhow::bail!("the committer stopped");
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls up to `batch_max_records`, waiting at most `batch_max_wait` for the first.
+    fn poll_batch(&self) -> Vec<InputRecord> {
+        let processing = &self.config.processing;
+        let deadline = Instant::now() + processing.batch_max_wait;
+        let mut records = Vec::new();
+        while records.len() < processing.batch_max_records {
+            let wait = if records.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(error)) => {
+                    warn!(%error, "consumer error");
+                    break;
+                }
+                Some(Ok(message)) => {
+                    let Some(source) = self.config.topics.source_of(message.topic()) else {
+                        continue;
+                    };
+                    let headers = message
+                        .headers()
+                        .map(|headers| {
+                            headers
+                                .iter()
+                                .map(|header| (header.key.to_string(), header.value.unwrap_or_default().to_vec()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    records.push(InputRecord {
+                        source,
+                        position: SourcePosition {
+                            topic: message.topic().to_string(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                        },
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().map(<[u8]>::to_vec),
+                        headers,
+                        appended_at: message.timestamp().to_millis(),
+                    });
+                }
+            }
+            if Instant::now() >= deadline && !records.is_empty() {
+                break;
+            }
+        }
+        records
+    }
+
+    fn apply_assignment_changes(&mut self) {
+        let changes = self.consumer.context().take_changes();
+        if changes.is_empty() {
+            return;
+        }
+        let wall = EventTime::now();
+        let mut tasks = self.shared.tasks();
+        for change in changes {
+            match change {
+                Assignment::Assigned(ids) => {
+                    for id in ids {
+                        tasks.entry(id).or_insert_with(|| Task::new(id, self.settings.clone(), wall));
+                    }
+                    self.shared.ready.store(true, Ordering::SeqCst);
+                }
+                Assignment::Revoked(ids) => {
+                    let names: Vec<Arc<str>> = self.settings.windows.iter().map(|spec| spec.name.clone()).collect();
+                    for id in ids {
+                        tasks.remove(&id);
+                        self.gauges.zero_task(id, &names);
+                        self.shared.latest_windows().retain(|(_, task), _| *task != id);
+                    }
+                }
+            }
+        }
+        gauge!(telemetry::TASKS_ASSIGNED).set(tasks.len() as f64);
+    }
+
+    /// Applies a batch; returns the outputs, the offsets they complete and the append times.
+    #[allow(clippy::type_complexity)]
+    fn process(&mut self, records: Vec<InputRecord>) -> (Vec<OutputRecord>, BTreeMap<(String, i32), i64>, Vec<i64>) {
+        let wall = EventTime::now();
+        let mut outputs = Vec::new();
+        let mut offsets = BTreeMap::new();
+        let mut appended_at = Vec::with_capacity(records.len());
+        let mut finals = Vec::new();
+        // Per task, per source: records in offset order with their decoded events.
+        let mut queues: HashMap<u32, [VecDeque<(InputRecord, Result<Event, DecodeError>)>; 3]> = HashMap::new();
+        for record in records {
+            self.counters[record.source.index()].consumed.increment(1);
+            let decoded = self.decoder.decode(
+                record.source,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                record.content_type(),
+                wall,
+            );
+            let task = u32::try_from(record.position.partition).unwrap_or(u32::MAX);
+            queues.entry(task).or_default()[record.source.index()].push_back((record, decoded));
+        }
+        let shared = self.shared.clone();
+        let mut tasks = shared.tasks();
+        for (task_id, mut queue) in queues {
+            let Some(task) = tasks.get_mut(&task_id) else {
+                // Revoked in this very poll: the new owner will consume these records.
+                continue;
+            };
+            while let Some((record, decoded)) = pop_earliest(&mut queue) {
+                self.apply_record(task, &record, decoded, wall, &mut outputs, &mut finals);
+                offsets.insert(
+                    (record.position.topic.clone(), record.position.partition),
+                    record.position.offset + 1,
+                );
+                if let Some(at) = record.appended_at {
+                    appended_at.push(at);
+                }
+                self.publish_windows(task_id, &mut finals, &mut outputs);
+            }
+        }
+        for (task_id, task) in tasks.iter_mut() {
+            task.tick(wall, &mut finals);
+            self.publish_windows(*task_id, &mut finals, &mut outputs);
+            let label = task_id.to_string();
+            let watermark = task.watermark();
+            if watermark != EventTime::MIN {
+                gauge!(telemetry::WATERMARK, "task" => label.clone()).set(watermark.millis() as f64 / 1000.0);
+            }
+            gauge!(telemetry::PROFILES, "task" => label.clone()).set(task.profile_count() as f64);
+            gauge!(telemetry::TICKETS_TRACKED, "task" => label).set(task.ticket_count() as f64);
+        }
+        (outputs, offsets, appended_at)
+    }
+
+    fn apply_record(
+        &self,
+        task: &mut Task,
+        record: &InputRecord,
+        decoded: Result<Event, DecodeError>,
+        wall: EventTime,
+        outputs: &mut Vec<OutputRecord>,
+        finals: &mut Vec<FinalWindow>,
+    ) {
+        let counters = &self.counters[record.source.index()];
+        let event = match decoded {
+            Ok(event) => event,
+            Err(error) => {
+                counters.invalid(error.reason());
+                debug!(
+                    topic = %record.position.topic,
+                    partition = record.position.partition,
+                    offset = record.position.offset,
+                    reason = error.reason(),
+                    "record rejected to the dead-letter topic"
+                );
+                task.touch(record.source, wall);
+                outputs.push(self.encoder.dead_letter(&DeadLetter {
+                    position: &record.position,
+                    key: record.key.as_deref(),
+                    value: record.value.as_deref(),
+                    headers: &record.headers,
+                    error: &error,
+                }));
+                return;
+            }
+        };
+        match task.apply(&event, wall, finals) {
+            Outcome::Duplicate => counters.duplicate.increment(1),
+            Outcome::Applied { profile, measures, late } => {
+                counters.processed.increment(1);
+                if late {
+                    counters.late.increment(1);
+                }
+                telemetry::count_event(&event, measures);
+                outputs.push(self.encoder.profile(profile, &record.position));
+                outputs.push(self.encoder.enriched(&event, profile, &record.position));
+                self.shared.events_applied.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn publish_windows(&mut self, task: u32, finals: &mut Vec<FinalWindow>, outputs: &mut Vec<OutputRecord>) {
+        if finals.is_empty() {
+            return;
+        }
+        let mut latest = self.shared.latest_windows();
+        for window in finals.drain(..) {
+            outputs.push(self.encoder.window(&window, task));
+            self.gauges.publish(task, &window);
+            latest.insert((window.name.clone(), task), window);
+        }
+    }
+}
+
+/// Takes the head with the smallest `occurred_at` among a task's three partitions;
+/// records that failed to decode have no event time and go first.
+fn pop_earliest<T>(queues: &mut [VecDeque<(T, Result<Event, DecodeError>)>; 3]) -> Option<(T, Result<Event, DecodeError>)> {
+    let mut best: Option<(usize, Option<EventTime>)> = None;
+    for (index, queue) in queues.iter().enumerate() {
+        let Some((_, head)) = queue.front() else {
+            continue;
+        };
+        let time = head.as_ref().ok().map(|event| event.occurred_at);
+        let better = match best {
+            None => true,
+            Some((_, best_time)) => match (time, best_time) {
+                (None, Some(_)) => true,
+                (Some(time), Some(best_time)) => time < best_time,
+                _ => false,
+            },
+        };
+        if better {
+            best = Some((index, time));
+        }
+    }
+    best.and_then(|(index, _)| queues[index].pop_front())
+}
+
+/// Awaits the deliveries of each checkpoint in order, then stores its offsets.
+async fn commit_delivered(consumer: Arc<InputConsumer>, mut checkpoints: mpsc::Receiver<Checkpoint>) -> anyhow::Result<()> {
+    while let Some(checkpoint) = checkpoints.recv().await {
+        for (topic, delivery) in checkpoint.deliveries {
+            match delivery.await {
+                Ok(Ok(_)) => counter!(telemetry::RECORDS_PRODUCED, "topic" => topic).increment(1),
+                Ok(Err((error, _))) => {
+                    counter!(telemetry::PRODUCE_ERRORS).increment(1);
+                    error!(%error, %topic, "output delivery failed");
+                    anyhow::bail!("delivery to {topic} failed: {error}");
+                }
+                Err(_) => anyhow::bail!("the producer dropped a delivery"),
+            }
+        }
+        let now = EventTime::now().millis();
+        for appended in checkpoint.appended_at {
+            histogram!(telemetry::PROCESSING_LATENCY).record((now - appended).max(0) as f64 / 1000.0);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &checkpoint.offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        if let Err(error) = consumer.store_offsets(&tpl) {
+            // Partitions revoked meanwhile: their new owner replays them (at-least-once).
+            debug!(%error, "offsets not stored");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,71 @@
+//! Sink: the one idempotent producer every output goes through.
+//!
+//! `send` never drops a record: when librdkafka's queue is full it waits for
+//! deliveries to free room (backpressure reaches the consumer loop, which
+//! stops fetching meanwhile) and tries again.
+
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+
+use crate::config::KafkaConfig;
+use crate::output::OutputRecord;
+
+/// The output producer.
+pub struct Sink {
+    producer: FutureProducer,
+}
+
+impl Sink {
+    /// Creates the idempotent producer from config.
+    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap_servers)
+            .set("client.id", format!("{}-producer", config.client_id))
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .set("message.timeout.ms", "300000");
+        for (key, value) in &config.producer {
+            client.set(key, value.to_string());
+        }
+        Ok(Sink {
+            producer: client.create()?,
+        })
+    }
+
+    /// Queues `record`; the future resolves when the brokers acknowledged it.
+    pub fn send(&self, record: &OutputRecord) -> Result<DeliveryFuture, KafkaError> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (key, value) in &record.headers {
+            headers = headers.insert(Header {
+                key,
+                value: Some(value.as_slice()),
+            });
+        }
+        let mut future_record = FutureRecord::to(&record.topic)
+            .key(&record.key)
+            .payload(&record.value)
+            .headers(headers);
+        loop {
+            match self.producer.send_result(future_record) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    // Backpressure: let in-flight deliveries complete, then retry.
+                    self.producer.poll(Duration::from_millis(50));
+                    future_record = returned;
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+
+    /// Waits until every queued record is delivered or `timeout` passes.
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}

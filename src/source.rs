@@ -1,0 +1,185 @@
+//! Source: the Kafka consumer of the three input topics.
+//!
+//! One consumer group member per instance subscribes to the inputs with the
+//! `range` assignor, so partition `i` of every input topic lands on the same
+//! member: that set is task `i`. The consumer is a `BaseConsumer` polled by
+//! the pipeline's own thread. Offsets are stored only after the outputs of a
+//! record are delivered (see `pipeline`), and librdkafka commits stored
+//! offsets every `commit_interval` and on revocation.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use metrics::{counter, gauge};
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::statistics::Statistics;
+use rdkafka::TopicPartitionList;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::event::Source;
+use crate::telemetry;
+
+/// A change of the partitions this instance owns, seen during `poll`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assignment {
+    /// These task ids (partition numbers) were assigned.
+    Assigned(BTreeSet<u32>),
+    /// These task ids were revoked.
+    Revoked(BTreeSet<u32>),
+}
+
+/// Consumer callbacks: rebalances, commits and statistics.
+#[derive(Default)]
+pub struct SourceContext {
+    changes: Mutex<Vec<Assignment>>,
+}
+
+impl SourceContext {
+    /// Assignment changes since the last call, in order.
+    pub fn take_changes(&self) -> Vec<Assignment> {
+        match self.changes.lock() {
+            Ok(mut changes) => std::mem::take(&mut *changes),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
+    fn push(&self, change: Assignment) {
+        match self.changes.lock() {
+            Ok(mut changes) => changes.push(change),
+            Err(poisoned) => poisoned.into_inner().push(change),
+        }
+    }
+}
+
+fn tasks_of(tpl: &TopicPartitionList) -> BTreeSet<u32> {
+    tpl.elements()
+        .iter()
+        .filter_map(|element| u32::try_from(element.partition()).ok())
+        .collect()
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, topic_stats) in &statistics.topics {
+            for (partition, stats) in &topic_stats.partitions {
+                // Partition -1 is librdkafka's internal UA partition; lag -1 means unknown.
+                if *partition < 0 || stats.consumer_lag < 0 {
+                    continue;
+                }
+                gauge!(telemetry::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(stats.consumer_lag as f64);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            // Commit what is delivered before another member takes over (rust-rdkafka #627).
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => warn!(%error, "commit on revoke failed; records may be processed again"),
+            }
+            let tasks = tasks_of(tpl);
+            info!(?tasks, "tasks revoked");
+            self.push(Assignment::Revoked(tasks));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let tasks = tasks_of(tpl);
+                info!(?tasks, "tasks assigned");
+                self.push(Assignment::Assigned(tasks));
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(error) => warn!(%error, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        let outcome = match result {
+            Ok(()) => "ok",
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => return,
+            Err(error) => {
+                warn!(%error, "offset commit failed");
+                "error"
+            }
+        };
+        counter!(telemetry::COMMITS, "result" => outcome).increment(1);
+    }
+}
+
+/// The input consumer.
+pub type InputConsumer = BaseConsumer<SourceContext>;
+
+/// Why the inputs cannot be consumed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// librdkafka refused the configuration or a request failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// An input topic is missing.
+    #[error("input topic `{0}` does not exist (create it with the same partition count as the other inputs)")]
+    MissingTopic(String),
+    /// Input topics have different partition counts.
+    #[error("input topics are not co-partitioned: {0}; all three need the same partition count")]
+    NotCoPartitioned(String),
+}
+
+/// Creates the consumer (not yet subscribed).
+pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
+    let kafka = &config.kafka;
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        .set("group.id", &kafka.group_id)
+        .set("client.id", format!("{}-consumer", kafka.client_id))
+        .set("partition.assignment.strategy", "range")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", kafka.commit_interval.as_millis().to_string())
+        // Offsets are stored by the pipeline only once outputs are delivered.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "5000");
+    for (key, value) in &kafka.consumer {
+        client.set(key, value.to_string());
+    }
+    Ok(client.create_with_context(SourceContext::default())?)
+}
+
+/// Checks that the three inputs exist and share one partition count; returns it.
+pub fn check_co_partitioning(
+    consumer: &InputConsumer,
+    config: &Config,
+    timeout: Duration,
+) -> Result<usize, SourceError> {
+    let mut counts = Vec::new();
+    for source in Source::ALL {
+        let topic = config.topics.input(source);
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|candidate| candidate.name() == topic && candidate.error().is_none())
+            .map(|found| found.partitions().len())
+            .filter(|count| *count > 0)
+            .ok_or_else(|| SourceError::MissingTopic(topic.to_string()))?;
+        counts.push((topic, partitions));
+    }
+    if counts.iter().any(|(_, count)| *count != counts[0].1) {
+        let listing: Vec<String> = counts
+            .iter()
+            .map(|(topic, count)| format!("{topic} has {count}"))
+            .collect();
+        return Err(SourceError::NotCoPartitioned(listing.join(", ")));
+    }
+    Ok(counts[0].1)
+}

@@ -1,0 +1,320 @@
+//! Telemetry: every metric name cxpulse exports, the Prometheus recorder, the
+//! gauges of final windows, and log set-up. Metric names live only here.
+//!
+//! Window gauges carry additive counts of the latest final window of each
+//! name, labelled by task, so `sum()` across tasks and pods is exact;
+//! ratios are left to PromQL (see `docs/metrics.md`).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::OnceLock;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Counter, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::config::{LogConfig, LogFormat};
+use crate::event::{Currency, NpsCategory};
+use crate::window::measure::FIRST_RESPONSE_BOUNDS_SECONDS;
+use crate::window::result::{bucket_label, seconds};
+use crate::window::FinalWindow;
+
+/// Records fetched, per input topic.
+pub const RECORDS_CONSUMED: &str = "cxpulse_records_consumed_total";
+/// Valid events applied, per input topic.
+pub const EVENTS_PROCESSED: &str = "cxpulse_events_processed_total";
+/// Rejected records, per input topic and reason.
+pub const EVENTS_INVALID: &str = "cxpulse_events_invalid_total";
+/// Events after every window containing them was emitted.
+pub const EVENTS_LATE: &str = "cxpulse_events_late_total";
+/// Redeliveries recognised by de-duplication.
+pub const EVENTS_DUPLICATE: &str = "cxpulse_events_duplicate_total";
+/// Output records acknowledged by the brokers, per topic (the DLQ included).
+pub const RECORDS_PRODUCED: &str = "cxpulse_records_produced_total";
+/// Output records the brokers refused after retries.
+pub const PRODUCE_ERRORS: &str = "cxpulse_produce_errors_total";
+/// Records between the committed offset and the end of a partition.
+pub const CONSUMER_LAG: &str = "cxpulse_consumer_lag_records";
+/// Last time a record was fetched from a partition (Unix seconds).
+pub const LAST_RECORD: &str = "cxpulse_partition_last_record_timestamp_seconds";
+/// Task watermark (Unix seconds).
+pub const WATERMARK: &str = "cxpulse_watermark_timestamp_seconds";
+/// Profiles held, per task.
+pub const PROFILES: &str = "cxpulse_profiles";
+/// Tickets held, per task.
+pub const TICKETS_TRACKED: &str = "cxpulse_tickets_tracked";
+/// Tasks this instance owns.
+pub const TASKS_ASSIGNED: &str = "cxpulse_tasks_assigned";
+/// From a record's append time to the delivery of what it produced.
+pub const PROCESSING_LATENCY: &str = "cxpulse_processing_latency_seconds";
+/// Offset commits, by result.
+pub const COMMITS: &str = "cxpulse_commits_total";
+/// Survey answers, per kind.
+pub const SURVEY_RESPONSES: &str = "cxpulse_survey_responses_total";
+/// First-response times (live, not windowed).
+pub const FIRST_RESPONSE_SECONDS: &str = "cxpulse_first_response_seconds";
+/// Purchase events, per action.
+pub const ORDERS: &str = "cxpulse_orders_total";
+/// Placed value, per currency.
+pub const REVENUE_MINOR: &str = "cxpulse_revenue_minor_total";
+/// Returned value, per currency.
+pub const RETURNED_MINOR: &str = "cxpulse_returned_minor_total";
+/// Ticket events, per action.
+pub const TICKET_EVENTS: &str = "cxpulse_ticket_events_total";
+/// NPS answers of the latest final window, per category.
+pub const WINDOW_NPS_RESPONSES: &str = "cxpulse_window_nps_responses";
+/// CSAT counts of the latest final window (`measure` = responses | satisfied).
+pub const WINDOW_CSAT: &str = "cxpulse_window_csat_responses";
+/// CES counts of the latest final window (`measure` = responses | score_sum).
+pub const WINDOW_CES: &str = "cxpulse_window_ces";
+/// Ticket counts of the latest final window, per `measure`.
+pub const WINDOW_TICKETS: &str = "cxpulse_window_tickets";
+/// Cumulative first-response buckets of the latest final window.
+pub const WINDOW_FIRST_RESPONSE_BUCKET: &str = "cxpulse_window_first_response_seconds_bucket";
+/// Sum of first-response seconds of the latest final window.
+pub const WINDOW_FIRST_RESPONSE_SUM: &str = "cxpulse_window_first_response_seconds_sum";
+/// Number of first responses of the latest final window.
+pub const WINDOW_FIRST_RESPONSE_COUNT: &str = "cxpulse_window_first_response_seconds_count";
+/// Sum of resolution seconds of the latest final window.
+pub const WINDOW_RESOLUTION_SUM: &str = "cxpulse_window_resolution_seconds_sum";
+/// Order counts of the latest final window, per `measure`.
+pub const WINDOW_ORDERS: &str = "cxpulse_window_orders";
+/// Placed value of the latest final window, per currency.
+pub const WINDOW_REVENUE_MINOR: &str = "cxpulse_window_revenue_minor";
+/// Returned value of the latest final window, per currency.
+pub const WINDOW_RETURNED_MINOR: &str = "cxpulse_window_returned_minor";
+/// Sum of gaps before repeat purchases in the latest final window.
+pub const WINDOW_REPEAT_GAP_SUM: &str = "cxpulse_window_repeat_gap_seconds_sum";
+/// End of the latest final window (Unix seconds).
+pub const WINDOW_END: &str = "cxpulse_window_end_timestamp_seconds";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let first_response_buckets: Vec<f64> = FIRST_RESPONSE_BOUNDS_SECONDS.iter().map(|b| *b as f64).collect();
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(FIRST_RESPONSE_SECONDS.into()), &first_response_buckets)?
+        .set_buckets_for_metric(
+            Matcher::Full(PROCESSING_LATENCY.into()),
+            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+        )?
+        .build_recorder();
+    let handle = recorder.handle();
+    if metrics::set_global_recorder(recorder).is_err() {
+        anyhow::bail!("another metrics recorder is already installed");
+    }
+    describe();
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+fn describe() {
+    describe_counter!(RECORDS_CONSUMED, "Records fetched from input topics.");
+    describe_counter!(EVENTS_PROCESSED, "Valid events applied to profiles and windows.");
+    describe_counter!(EVENTS_INVALID, "Records sent to the dead-letter topic, by reason.");
+    describe_counter!(EVENTS_LATE, "Events that arrived after every window containing them was emitted.");
+    describe_counter!(EVENTS_DUPLICATE, "Redelivered events ignored by de-duplication.");
+    describe_counter!(RECORDS_PRODUCED, "Output records acknowledged by the brokers, by topic.");
+    describe_counter!(PRODUCE_ERRORS, "Output records that could not be delivered.");
+    describe_gauge!(CONSUMER_LAG, "Records between the consumer position and the partition end.");
+    describe_gauge!(LAST_RECORD, Unit::Seconds, "Wall time of the last record fetched from a partition.");
+    describe_gauge!(WATERMARK, Unit::Seconds, "Event-time watermark of a task.");
+    describe_gauge!(PROFILES, "Customer profiles held by a task.");
+    describe_gauge!(TICKETS_TRACKED, "Tickets held by a task.");
+    describe_gauge!(TASKS_ASSIGNED, "Tasks (input partition numbers) owned by this instance.");
+    describe_histogram!(PROCESSING_LATENCY, Unit::Seconds, "From input append time to delivery of its outputs.");
+    describe_counter!(COMMITS, "Consumer offset commits, by result.");
+    describe_counter!(SURVEY_RESPONSES, "Survey answers, by kind.");
+    describe_histogram!(FIRST_RESPONSE_SECONDS, Unit::Seconds, "Ticket first-response times.");
+    describe_counter!(ORDERS, "Purchase events, by action.");
+    describe_counter!(REVENUE_MINOR, "Placed order value in minor units, by currency.");
+    describe_counter!(RETURNED_MINOR, "Returned value in minor units, by currency.");
+    describe_counter!(TICKET_EVENTS, "Ticket events, by action.");
+    describe_gauge!(WINDOW_NPS_RESPONSES, "NPS answers in the latest final window, by category.");
+    describe_gauge!(WINDOW_CSAT, "CSAT responses and satisfied answers in the latest final window.");
+    describe_gauge!(WINDOW_CES, "CES responses and score sum in the latest final window.");
+    describe_gauge!(WINDOW_TICKETS, "Ticket counts in the latest final window, by measure.");
+    describe_gauge!(WINDOW_FIRST_RESPONSE_BUCKET, "Cumulative first responses per upper bound in the latest final window.");
+    describe_gauge!(WINDOW_FIRST_RESPONSE_SUM, Unit::Seconds, "Sum of first-response seconds in the latest final window.");
+    describe_gauge!(WINDOW_FIRST_RESPONSE_COUNT, "First responses in the latest final window.");
+    describe_gauge!(WINDOW_RESOLUTION_SUM, Unit::Seconds, "Sum of resolution seconds in the latest final window.");
+    describe_gauge!(WINDOW_ORDERS, "Order counts in the latest final window, by measure.");
+    describe_gauge!(WINDOW_REVENUE_MINOR, "Placed value in minor units in the latest final window.");
+    describe_gauge!(WINDOW_RETURNED_MINOR, "Returned value in minor units in the latest final window.");
+    describe_gauge!(WINDOW_REPEAT_GAP_SUM, Unit::Seconds, "Sum of gaps before repeat purchases in the latest final window.");
+    describe_gauge!(WINDOW_END, Unit::Seconds, "End of the latest final window.");
+}
+
+/// Per-input-topic counters, registered once so the hot path does not build labels.
+#[derive(Clone)]
+pub struct TopicCounters {
+    /// The topic name, for dynamically labelled metrics.
+    pub topic: String,
+    /// [`RECORDS_CONSUMED`].
+    pub consumed: Counter,
+    /// [`EVENTS_PROCESSED`].
+    pub processed: Counter,
+    /// [`EVENTS_LATE`].
+    pub late: Counter,
+    /// [`EVENTS_DUPLICATE`].
+    pub duplicate: Counter,
+}
+
+impl TopicCounters {
+    /// Registers the counters of one input topic.
+    pub fn new(topic: &str) -> Self {
+        let label = topic.to_string();
+        TopicCounters {
+            topic: label.clone(),
+            consumed: counter!(RECORDS_CONSUMED, "topic" => label.clone()),
+            processed: counter!(EVENTS_PROCESSED, "topic" => label.clone()),
+            late: counter!(EVENTS_LATE, "topic" => label.clone()),
+            duplicate: counter!(EVENTS_DUPLICATE, "topic" => label),
+        }
+    }
+
+    /// Counts a rejected record.
+    pub fn invalid(&self, reason: &'static str) {
+        counter!(EVENTS_INVALID, "topic" => self.topic.clone(), "reason" => reason).increment(1);
+    }
+}
+
+/// Publishes final windows as gauges and zeroes a task's gauges when it is revoked.
+#[derive(Default)]
+pub struct WindowGauges {
+    /// Currencies published per (task, window), so revocation can zero them.
+    currencies: HashMap<(u32, String), BTreeSet<Currency>>,
+}
+
+impl WindowGauges {
+    /// Sets the gauges of `window`, the newest final window of its name in `task`.
+    pub fn publish(&mut self, task: u32, window: &FinalWindow) {
+        let labels = [("window", window.name.to_string()), ("task", task.to_string())];
+        let with = |name: &'static str, value: &'static str| {
+            let mut all = labels.to_vec();
+            all.push((name, value.to_string()));
+            all
+        };
+        let aggregate = &window.aggregate;
+        for category in NpsCategory::ALL {
+            gauge!(WINDOW_NPS_RESPONSES, &with("category", category.name()))
+                .set(aggregate.nps.count(category) as f64);
+        }
+        gauge!(WINDOW_CSAT, &with("measure", "responses")).set(aggregate.csat.responses as f64);
+        gauge!(WINDOW_CSAT, &with("measure", "satisfied")).set(aggregate.csat.satisfied as f64);
+        gauge!(WINDOW_CES, &with("measure", "responses")).set(aggregate.ces.responses as f64);
+        gauge!(WINDOW_CES, &with("measure", "score_sum")).set(aggregate.ces.score_sum as f64);
+        let tickets = &aggregate.tickets;
+        for (measure, value) in [
+            ("opened", tickets.opened),
+            ("first_responses", tickets.first_responses),
+            ("resolved", tickets.resolved),
+            ("first_contact_resolutions", tickets.first_contact_resolutions),
+            ("reopened", tickets.reopened),
+            ("sla_breaches", tickets.sla_breaches),
+        ] {
+            gauge!(WINDOW_TICKETS, &with("measure", measure)).set(value as f64);
+        }
+        let mut cumulative = 0;
+        for (index, count) in tickets.first_response_buckets.iter().enumerate() {
+            cumulative += count;
+            let mut all = labels.to_vec();
+            all.push(("le", bucket_label(index)));
+            gauge!(WINDOW_FIRST_RESPONSE_BUCKET, &all).set(cumulative as f64);
+        }
+        gauge!(WINDOW_FIRST_RESPONSE_SUM, &labels).set(seconds(tickets.first_response_millis_sum));
+        gauge!(WINDOW_FIRST_RESPONSE_COUNT, &labels).set(tickets.first_responses as f64);
+        gauge!(WINDOW_RESOLUTION_SUM, &labels).set(seconds(tickets.resolution_millis_sum));
+        let orders = &aggregate.orders;
+        for (measure, value) in [
+            ("placed", orders.placed),
+            ("returned", orders.returned),
+            ("fulfilled", orders.fulfilled),
+            ("complete_first_shipment", orders.complete_first_shipment),
+            ("new_customers", orders.new_customers),
+            ("repeat_purchases", orders.repeat_purchases),
+        ] {
+            gauge!(WINDOW_ORDERS, &with("measure", measure)).set(value as f64);
+        }
+        gauge!(WINDOW_REPEAT_GAP_SUM, &labels).set(seconds(orders.repeat_gap_millis_sum));
+        let known = self.currencies.entry((task, window.name.to_string())).or_default();
+        known.extend(orders.revenue_minor.keys().chain(orders.returned_minor.keys()));
+        for currency in known.iter() {
+            let mut all = labels.to_vec();
+            all.push(("currency", currency.to_string()));
+            let revenue = orders.revenue_minor.get(currency).copied().unwrap_or(0);
+            let returned = orders.returned_minor.get(currency).copied().unwrap_or(0);
+            gauge!(WINDOW_REVENUE_MINOR, &all).set(revenue as f64);
+            gauge!(WINDOW_RETURNED_MINOR, &all).set(returned as f64);
+        }
+        gauge!(WINDOW_END, &labels).set(seconds(window.end.millis()));
+    }
+
+    /// Zeroes every window gauge of a task this instance no longer owns.
+    pub fn zero_task(&mut self, task: u32, window_names: &[std::sync::Arc<str>]) {
+        for name in window_names {
+            let empty = FinalWindow {
+                name: name.clone(),
+                start: crate::event::EventTime::from_millis(0),
+                end: crate::event::EventTime::from_millis(0),
+                aggregate: Default::default(),
+            };
+            self.publish(task, &empty);
+        }
+        self.currencies.retain(|(owner, _), _| *owner != task);
+        let label = task.to_string();
+        gauge!(WATERMARK, "task" => label.clone()).set(0.0);
+        gauge!(PROFILES, "task" => label.clone()).set(0.0);
+        gauge!(TICKETS_TRACKED, "task" => label).set(0.0);
+    }
+}
+
+/// Starts `tracing` output as configured; `RUST_LOG` overrides the level.
+pub fn init_logging(config: &LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (tests, demo) keeps the first subscriber.
+    let _ = match config.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Counts a valid event in the live (non-windowed) counters and histograms.
+pub fn count_event(event: &crate::event::Event, measures: &[(crate::event::EventTime, crate::window::Measure)]) {
+    use crate::event::{EventBody, PurchaseAction, SurveyResponse};
+    match &event.body {
+        EventBody::Purchase(purchase) => match purchase.action {
+            PurchaseAction::Placed { amount } => {
+                counter!(ORDERS, "action" => "placed").increment(1);
+                counter!(REVENUE_MINOR, "currency" => amount.currency.to_string())
+                    .increment(amount.amount.0.unsigned_abs());
+            }
+            PurchaseAction::Fulfilled { .. } => counter!(ORDERS, "action" => "fulfilled").increment(1),
+            PurchaseAction::Returned { amount } => {
+                counter!(ORDERS, "action" => "returned").increment(1);
+                counter!(RETURNED_MINOR, "currency" => amount.currency.to_string())
+                    .increment(amount.amount.0.unsigned_abs());
+            }
+        },
+        EventBody::Ticket(_) => {
+            let action = event.type_name().trim_start_matches("ticket.");
+            counter!(TICKET_EVENTS, "action" => action).increment(1);
+        }
+        EventBody::Survey(survey) => {
+            let kind = match survey.response {
+                SurveyResponse::Nps { .. } => "nps",
+                SurveyResponse::Csat { .. } => "csat",
+                SurveyResponse::Ces { .. } => "ces",
+            };
+            counter!(SURVEY_RESPONSES, "kind" => kind).increment(1);
+        }
+    }
+    for (_, measure) in measures {
+        if let crate::window::Measure::FirstResponse { millis } = measure {
+            metrics::histogram!(FIRST_RESPONSE_SECONDS).record(seconds(*millis));
+        }
+    }
+}
