@@ -34,6 +34,15 @@ enum Command {
     /// Stream a synthetic customer population to the input topics of a broker.
     Generate(GenerateArgs),
     /// Everything in one process: an embedded Kafka broker, the generator, the pipeline and /metrics.
+    ///
+    /// The population is busy (many visits per customer) so that, once the
+    /// history has been replayed, live windows keep closing every minute.
+    #[command(
+        mut_arg("customers", |arg| arg.default_value("5000")),
+        mut_arg("visits_per_day", |arg| arg.default_value("100")),
+        mut_arg("history", |arg| arg.default_value("1d")),
+        mut_arg("rate", |arg| arg.default_value("5000"))
+    )]
     Demo(DemoArgs),
 }
 

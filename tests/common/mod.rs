@@ -1,0 +1,284 @@
+//! Test harness: a real broker (librdkafka's mock cluster in-process, or an
+//! external tansu started by `scripts/test`), the pipeline running in-process
+//! against it, and helpers to produce inputs and read outputs.
+#![allow(dead_code)]
+
+pub mod model;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cxpulse::config::{Config, WindowConfig};
+use cxpulse::decode::Format;
+use cxpulse::event::Event;
+use cxpulse::generate::wire;
+use cxpulse::pipeline::{self, Running, Shared};
+use cxpulse::topics;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// A broker the test talks Kafka to.
+pub enum Broker {
+    /// librdkafka's in-process mock cluster.
+    Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
+    /// A standalone broker (tansu) at this address.
+    External(String),
+}
+
+impl Broker {
+    /// An in-process mock cluster.
+    pub fn mock() -> Broker {
+        Broker::Mock(MockCluster::new(1).expect("mock cluster"))
+    }
+
+    /// The tansu broker started by `scripts/test`, or `None` when it is not running
+    /// (then the test is skipped, unless REQUIRE_TANSU=1 makes that a failure).
+    pub fn tansu() -> Option<Broker> {
+        match std::env::var("TANSU_BOOTSTRAP") {
+            Ok(address) if !address.is_empty() => Some(Broker::External(address)),
+            _ => {
+                assert!(
+                    std::env::var("REQUIRE_TANSU").is_err(),
+                    "REQUIRE_TANSU is set but TANSU_BOOTSTRAP is not: tansu was not started"
+                );
+                eprintln!("skipped: TANSU_BOOTSTRAP is not set (scripts/test starts tansu)");
+                None
+            }
+        }
+    }
+
+    /// `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        match self {
+            Broker::Mock(cluster) => cluster.bootstrap_servers(),
+            Broker::External(address) => address.clone(),
+        }
+    }
+
+    /// Creates inputs and outputs of `config` with `partitions` partitions.
+    pub async fn create_topics(&self, config: &Config, partitions: i32) {
+        let mut specs = topics::inputs(config, partitions);
+        specs.extend(topics::outputs(config, partitions));
+        match self {
+            Broker::Mock(cluster) => {
+                for spec in specs {
+                    cluster.create_topic(&spec.name, spec.partitions, 1).expect("create topic");
+                }
+            }
+            Broker::External(_) => topics::ensure(config, &specs).await.expect("create topics"),
+        }
+    }
+}
+
+/// A config for tests: unique topic names and group per test, fast group timeouts.
+pub fn test_config(broker: &Broker, name: &str) -> Config {
+    let mut config = Config::default();
+    config.kafka.bootstrap_servers = broker.bootstrap();
+    config.kafka.group_id = format!("cxpulse-test-{name}");
+    let unique = format!("{name}-{}", std::process::id());
+    let topics = &mut config.topics;
+    for topic in [
+        &mut topics.purchases,
+        &mut topics.tickets,
+        &mut topics.surveys,
+        &mut topics.profiles,
+        &mut topics.enriched,
+        &mut topics.signals,
+        &mut topics.metrics,
+        &mut topics.dlq,
+    ] {
+        *topic = format!("{topic}.{unique}");
+    }
+    for (key, value) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+        ("max.poll.interval.ms", "10000"),
+    ] {
+        config.kafka.consumer.insert(key.into(), cxpulse::config::PropertyValue::Text(value.into()));
+    }
+    config.windows = vec![WindowConfig::new("1h", 3600, 900), WindowConfig::new("6h", 6 * 3600, 3600)];
+    config.processing.idle_timeout = Duration::from_secs(3);
+    config.processing.batch_max_wait = Duration::from_millis(20);
+    config
+}
+
+/// Starts the pipeline in-process on the current runtime.
+pub async fn start(config: &Config) -> Running {
+    let _ = cxpulse::telemetry::install_recorder();
+    let config = config.clone();
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || pipeline::start(config, runtime, Arc::new(Shared::default())))
+        .await
+        .expect("join")
+        .expect("pipeline starts")
+}
+
+/// An idempotent producer for test inputs.
+pub fn producer(broker: &Broker) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer")
+}
+
+/// Produces typed events, in order, as JSON (or Protobuf) to their input topics.
+pub async fn produce_events(producer: &FutureProducer, config: &Config, events: &[Event], format: Format) {
+    for chunk in events.chunks(1000) {
+        let mut deliveries = Vec::new();
+        for event in chunk {
+            let value = wire::encode(event, format);
+            let topic = config.topics.input(event.source());
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(format.content_type()),
+            });
+            let record = FutureRecord::to(topic)
+                .key(event.customer_id.as_str())
+                .payload(&value)
+                .headers(headers);
+            deliveries.push(producer.send_result(record).map_err(|(e, _)| e).expect("queue"));
+        }
+        for delivery in deliveries {
+            delivery.await.expect("delivered").expect("acknowledged");
+        }
+    }
+}
+
+/// Produces one raw record to an explicit partition.
+pub async fn produce_raw(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: &[u8],
+    headers: &[(&str, &[u8])],
+) {
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header { key: name, value: Some(*value) });
+    }
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(value).headers(owned);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+    producer.flush(Duration::from_secs(10)).expect("flush");
+}
+
+/// A record read back from an output topic.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl ReadRecord {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.value).expect("output is JSON")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// Reads a whole topic from the beginning until `done` says so or `timeout` passes.
+pub fn read_until(
+    broker: &Broker,
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[ReadRecord]) -> bool,
+) -> Vec<ReadRecord> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", format!("reader-{topic}"))
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("reader");
+    let deadline = Instant::now() + timeout;
+    let mut assigned = false;
+    let mut settle = None;
+    let mut records = Vec::new();
+    while Instant::now() < deadline {
+        if !assigned {
+            if let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+                let partitions = metadata
+                    .topics()
+                    .first()
+                    .map(|t| t.partitions().len())
+                    .unwrap_or(0);
+                if partitions > 0 {
+                    let mut tpl = TopicPartitionList::new();
+                    for partition in 0..partitions as i32 {
+                        tpl.add_partition_offset(topic, partition, Offset::Beginning).expect("tpl");
+                    }
+                    consumer.assign(&tpl).expect("assign");
+                    assigned = true;
+                }
+            }
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => {
+                let headers = message
+                    .headers()
+                    .map(|headers| {
+                        headers
+                            .iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                records.push(ReadRecord {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                    key: message.key().unwrap_or_default().to_vec(),
+                    value: message.payload().unwrap_or_default().to_vec(),
+                    headers,
+                });
+            }
+            Some(Err(_)) | None => {
+                // Once satisfied, read a little longer so that stragglers show up too.
+                if settle.is_none() && done(&records) {
+                    settle = Some(Instant::now() + Duration::from_secs(1));
+                }
+                if settle.is_some_and(|settle| Instant::now() >= settle) {
+                    return records;
+                }
+            }
+        }
+    }
+    records
+}
+
+/// Polls `condition` until true or `timeout`; returns whether it became true.
+pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    condition()
+}

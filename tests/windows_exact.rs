@@ -1,0 +1,183 @@
+//! Window results through a real broker equal the brute-force model.
+//!
+//! A generated population (surveys, tickets with replies, resolutions,
+//! reopenings and unanswered tickets, purchases) is produced with disorder
+//! within the allowed lateness and some redeliveries; the pipeline consumes
+//! it; every `cx.metrics` record is read back, summed over tasks per window
+//! and compared field by field with the model.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use common::model::{self, Counts, Rules, Spec};
+use common::Broker;
+use cxpulse::config::Config;
+use cxpulse::decode::Format;
+use cxpulse::event::{Event, EventTime};
+use cxpulse::generate::population::{Population, PopulationConfig};
+use cxpulse::window::millis;
+
+const DAY: i64 = 86_400_000;
+
+fn rules(config: &Config) -> Rules {
+    Rules {
+        specs: config
+            .windows
+            .iter()
+            .map(|w| Spec {
+                name: w.name.clone(),
+                size: millis(w.size),
+                step: millis(w.step),
+            })
+            .collect(),
+        sla: cxpulse::event::Channel::ALL
+            .iter()
+            .map(|channel| (channel.name(), millis(config.sla.threshold(*channel))))
+            .collect(),
+    }
+}
+
+/// A population over `days` of event time starting ten days ago, plus redeliveries.
+fn events(customers: usize, days: i64, seed: u64) -> (Vec<Event>, i64) {
+    let start = (EventTime::now().millis() - 10 * DAY) / DAY * DAY;
+    let end = start + days * DAY;
+    let mut events: Vec<Event> = Population::new(PopulationConfig {
+        customers,
+        visits_per_day: 4.0,
+        start: EventTime::from_millis(start),
+        max_disorder_millis: 120_000,
+        seed,
+    })
+    .take_while(|event| event.occurred_at.millis() < end)
+    .collect();
+    // Redeliver every 50th event a little later in the stream.
+    let redelivered: Vec<(usize, Event)> = events
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| index % 50 == 7)
+        .map(|(index, event)| ((index + 3).min(events.len()), event.clone()))
+        .collect();
+    for (offset, (index, event)) in redelivered.into_iter().enumerate() {
+        events.insert(index + offset, event);
+    }
+    (events, end)
+}
+
+async fn check_windows_against_model(broker: Broker, name: &str, format: Format) {
+    let mut config = common::test_config(&broker, name);
+    config.formats.purchases = format;
+    config.formats.tickets = format;
+    config.formats.surveys = format;
+    let partitions = 3;
+    broker.create_topics(&config, partitions).await;
+    let running = common::start(&config).await;
+
+    let (events, data_end) = events(150, 2, 11);
+    let producer = common::producer(&broker);
+    common::produce_events(&producer, &config, &events, format).await;
+    // One flush event per input partition, long after the data: it makes every data window final
+    // while its own windows stay open.
+    let flush_at = EventTime::now().plus_millis(-3_600_000).to_rfc3339();
+    for partition in 0..partitions {
+        let customer = format!("flush-{partition}");
+        let survey = format!(
+            r#"{{"event_id":"flush-s-{partition}","customer_id":"{customer}","occurred_at":"{flush_at}","survey_id":"f","kind":"nps","score":9}}"#
+        );
+        let ticket = format!(
+            r#"{{"event_id":"flush-t-{partition}","customer_id":"{customer}","occurred_at":"{flush_at}","ticket_id":"flush","action":"customer_replied"}}"#
+        );
+        let purchase = format!(
+            r#"{{"event_id":"flush-p-{partition}","customer_id":"{customer}","occurred_at":"{flush_at}","order_id":"f","action":"fulfilled","complete_first_shipment":true}}"#
+        );
+        let json: &[(&str, &[u8])] = &[("content-type", b"application/json")];
+        for (topic, value) in [
+            (&config.topics.surveys, survey),
+            (&config.topics.tickets, ticket),
+            (&config.topics.purchases, purchase),
+        ] {
+            common::produce_raw(&producer, topic, Some(partition), Some(customer.as_bytes()), value.as_bytes(), json).await;
+        }
+    }
+
+    let rules = rules(&config);
+    let expected = model::windows(&events, &rules, data_end + 7 * DAY);
+    assert!(expected.len() > 100, "the model should see many windows: {}", expected.len());
+    let expected_records_at_least = expected.len();
+    let records = common::read_until(&broker, &config.topics.metrics, Duration::from_secs(120), |records| {
+        let distinct: HashSet<(String, String)> = records
+            .iter()
+            .map(|r| {
+                let json = r.json();
+                (json["window"].as_str().unwrap_or_default().to_string(), json["end"].as_str().unwrap_or_default().to_string())
+            })
+            .collect();
+        distinct.len() >= expected_records_at_least
+    });
+
+    let mut keys = HashSet::new();
+    let mut actual: BTreeMap<(String, i64), Counts> = BTreeMap::new();
+    for record in &records {
+        let json = record.json();
+        let key = String::from_utf8_lossy(&record.key).into_owned();
+        assert!(keys.insert(key.clone()), "window {key} emitted twice");
+        let window = json["window"].as_str().expect("window").to_string();
+        let end = EventTime::parse_rfc3339(json["end"].as_str().expect("end")).expect("RFC 3339 end");
+        let start = EventTime::parse_rfc3339(json["start"].as_str().expect("start")).expect("start");
+        let spec = rules.specs.iter().find(|s| s.name == window).expect("configured window");
+        assert_eq!(end.millis() - start.millis(), spec.size);
+        assert_eq!(key, format!("{window}/{}/{}", json["end"].as_str().unwrap(), json["task"]));
+        let counts = actual.entry((window, end.millis())).or_insert_with(|| {
+            let mut counts = Counts::default();
+            counts.first_response_buckets = BTreeMap::new();
+            counts
+        });
+        model::add_result(counts, &json);
+    }
+    let mut mismatches = Vec::new();
+    for (key, expected_counts) in &expected {
+        match actual.get(key) {
+            None => mismatches.push(format!("{key:?}: missing")),
+            Some(actual_counts) if actual_counts != expected_counts => {
+                mismatches.push(format!("{key:?}:\n  expected {expected_counts:?}\n  actual   {actual_counts:?}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for key in actual.keys() {
+        if !expected.contains_key(key) {
+            mismatches.push(format!("{key:?}: emitted but not in the model"));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} windows differ from the model:\n{}",
+        mismatches.len(),
+        expected.len(),
+        mismatches.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+    );
+    let nps_answers: u64 = expected.values().map(|c| c.nps_promoters + c.nps_passives + c.nps_detractors).sum();
+    let first_responses: u64 = expected.values().map(|c| c.first_responses).sum();
+    assert!(nps_answers > 0 && first_responses > 0);
+    eprintln!("{} windows equal the model ({nps_answers} NPS answers, {first_responses} first responses over all windows)", expected.len());
+    running.stop();
+    tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_equal_the_model_on_the_mock_cluster() {
+    check_windows_against_model(Broker::mock(), "mock-json", Format::Json).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_equal_the_model_with_protobuf_inputs() {
+    check_windows_against_model(Broker::mock(), "mock-proto", Format::Protobuf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_equal_the_model_on_tansu() {
+    if let Some(broker) = Broker::tansu() {
+        check_windows_against_model(broker, "tansu", Format::Json).await;
+    }
+}
