@@ -2,7 +2,10 @@
 //! building cxpulse needs no system `protoc`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/cxpulse/v1/events.proto", "proto/cxpulse/v1/outputs.proto"];
+    let files = [
+        "proto/cxpulse/v1/events.proto",
+        "proto/cxpulse/v1/outputs.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -121,7 +121,10 @@ struct DemoArgs {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("cxpulse: cannot start the async runtime: {error}");
@@ -181,13 +184,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(term) => term,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -204,10 +208,15 @@ pub async fn start_service(config: &Config) -> anyhow::Result<Running> {
     http::serve(config.http.listen, metrics, shared.clone()).await?;
     let pipeline_config = config.clone();
     let runtime = tokio::runtime::Handle::current();
-    let running = tokio::task::spawn_blocking(move || pipeline::start(pipeline_config, runtime, shared))
-        .await
-        .context("pipeline start-up")??;
-    topics::ensure(config, &topics::outputs(config, running.partitions() as i32)).await?;
+    let running =
+        tokio::task::spawn_blocking(move || pipeline::start(pipeline_config, runtime, shared))
+            .await
+            .context("pipeline start-up")??;
+    topics::ensure(
+        config,
+        &topics::outputs(config, running.partitions() as i32),
+    )
+    .await?;
     Ok(running)
 }
 
@@ -217,7 +226,9 @@ pub async fn stop_service(running: Running, timeout: Duration) -> anyhow::Result
     let joined = tokio::task::spawn_blocking(move || running.join());
     match tokio::time::timeout(timeout, joined).await {
         Ok(result) => result.context("pipeline thread")?,
-        Err(_) => anyhow::bail!("shutdown took longer than processing.shutdown_timeout ({timeout:?})"),
+        Err(_) => {
+            anyhow::bail!("shutdown took longer than processing.shutdown_timeout ({timeout:?})")
+        }
     }
 }
 
@@ -244,7 +255,8 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
         shutdown_signal().await;
         signal_stop.store(true, Ordering::SeqCst);
     });
-    let report = tokio::task::spawn_blocking(move || generate::run(&config, options, &stop)).await??;
+    let report =
+        tokio::task::spawn_blocking(move || generate::run(&config, options, &stop)).await??;
     let seconds = report.elapsed.as_secs_f64().max(1e-9);
     println!(
         "produced {} events ({} delivered, {} failed) in {:.1}s: {:.0} events/s",

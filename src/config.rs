@@ -184,7 +184,9 @@ impl TopicsConfig {
 
     /// The input source a topic name belongs to.
     pub fn source_of(&self, topic: &str) -> Option<Source> {
-        Source::ALL.into_iter().find(|source| self.input(*source) == topic)
+        Source::ALL
+            .into_iter()
+            .find(|source| self.input(*source) == topic)
     }
 }
 
@@ -473,10 +475,18 @@ impl Config {
         }
         for (index, window) in self.windows.iter().enumerate() {
             let key = |field: &str| format!("windows[{index}].{field}");
-            if window.name.is_empty() || !window.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            if window.name.is_empty()
+                || !window
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
                 return invalid(&key("name"), "must be non-empty letters, digits or `_`");
             }
-            if self.windows[..index].iter().any(|other| other.name == window.name) {
+            if self.windows[..index]
+                .iter()
+                .any(|other| other.name == window.name)
+            {
                 return invalid(&key("name"), "is used by another window");
             }
             let (size, step) = (window.size.as_millis(), window.step.as_millis());
@@ -526,8 +536,13 @@ mod tests {
     fn errors_name_the_key() {
         assert!(error_of("[processing]\nallowed_lateness = \"soon\"").contains("allowed_lateness"));
         assert!(error_of("[processing]\nalowed_lateness = \"5m\"").contains("alowed_lateness"));
-        assert!(error_of("[processing]\nmax_record_bytes = 0").contains("processing.max_record_bytes"));
-        assert!(error_of("[[windows]]\nname = \"x\"\nsize = \"90s\"\nstep = \"1m\"").contains("windows[0].size"));
+        assert!(
+            error_of("[processing]\nmax_record_bytes = 0").contains("processing.max_record_bytes")
+        );
+        assert!(
+            error_of("[[windows]]\nname = \"x\"\nsize = \"90s\"\nstep = \"1m\"")
+                .contains("windows[0].size")
+        );
         assert!(error_of("[topics]\ndlq = \"cx.metrics\"").contains("topics.dlq"));
         assert!(error_of("[formats]\noutputs = \"xml\"").contains("outputs"));
         assert!(error_of("[http]\nlisten = \"nowhere\"").contains("listen"));
@@ -536,10 +551,17 @@ mod tests {
     #[test]
     fn librdkafka_properties_accept_numbers_and_booleans() {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string("[kafka.producer]\n\"linger.ms\" = 5\n\"enable.idempotence\" = true"))
+            .merge(Toml::string(
+                "[kafka.producer]\n\"linger.ms\" = 5\n\"enable.idempotence\" = true",
+            ))
             .extract()
             .unwrap();
-        let rendered: Vec<String> = config.kafka.producer.values().map(|v| v.to_string()).collect();
+        let rendered: Vec<String> = config
+            .kafka
+            .producer
+            .values()
+            .map(|v| v.to_string())
+            .collect();
         assert_eq!(rendered, ["true", "5"]);
     }
 }

@@ -21,7 +21,11 @@ use crate::window::Aggregate;
 use crate::{telemetry, topics};
 
 /// Runs the demo until Ctrl-C.
-pub async fn run(population: PopulationArgs, partitions: i32, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+pub async fn run(
+    population: PopulationArgs,
+    partitions: i32,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     telemetry::init_logging(&LogConfig {
         level: "warn,cxpulse=info".into(),
         ..LogConfig::default()
@@ -33,7 +37,10 @@ pub async fn run(population: PopulationArgs, partitions: i32, listen: std::net::
     config.http.listen = listen;
     // Quiet partitions should not hold windows back for long in a demo.
     config.processing.idle_timeout = Duration::from_secs(5);
-    for spec in topics::inputs(&config, partitions).iter().chain(&topics::outputs(&config, partitions)) {
+    for spec in topics::inputs(&config, partitions)
+        .iter()
+        .chain(&topics::outputs(&config, partitions))
+    {
         cluster.create_topic(&spec.name, spec.partitions, 1)?;
     }
     let running = cli::start_service(&config).await?;
@@ -47,7 +54,9 @@ pub async fn run(population: PopulationArgs, partitions: i32, listen: std::net::
     let options = population.options(&config, 0);
     let generator_config = config.clone();
     let generator_stop = stop.clone();
-    let generator = tokio::task::spawn_blocking(move || generate::run(&generator_config, options, &generator_stop));
+    let generator = tokio::task::spawn_blocking(move || {
+        generate::run(&generator_config, options, &generator_stop)
+    });
 
     let mut ticker = tokio::time::interval(Duration::from_secs(2));
     let mut last = (Instant::now(), 0u64);
@@ -75,7 +84,11 @@ pub async fn run(population: PopulationArgs, partitions: i32, listen: std::net::
 
 /// One line: throughput, profiles and the latest final `1h` window summed over tasks.
 fn summary(shared: &Shared, events_per_second: f64) -> String {
-    let profiles: usize = shared.tasks().values().map(|task| task.profile_count()).sum();
+    let profiles: usize = shared
+        .tasks()
+        .values()
+        .map(|task| task.profile_count())
+        .sum();
     let latest = shared.latest_windows();
     let mut total = Aggregate::default();
     let mut end = None;
@@ -86,9 +99,16 @@ fn summary(shared: &Shared, events_per_second: f64) -> String {
         }
     }
     let nps = &total.nps;
-    let nps_score = ratio(100.0 * (nps.promoters as f64 - nps.detractors as f64), nps.responses());
-    let first_response = mean_seconds(total.tickets.first_response_millis_sum, total.tickets.first_responses);
-    let show = |value: Option<f64>, unit: &str| value.map_or("-".to_string(), |v| format!("{v:.1}{unit}"));
+    let nps_score = ratio(
+        100.0 * (nps.promoters as f64 - nps.detractors as f64),
+        nps.responses(),
+    );
+    let first_response = mean_seconds(
+        total.tickets.first_response_millis_sum,
+        total.tickets.first_responses,
+    );
+    let show =
+        |value: Option<f64>, unit: &str| value.map_or("-".to_string(), |v| format!("{v:.1}{unit}"));
     format!(
         "{:>7.0} events/s | {:>7} profiles | last 1h window ending {}: NPS {} ({} answers), mean first response {} ({} replies), {} orders",
         events_per_second,

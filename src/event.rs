@@ -324,7 +324,9 @@ impl Channel {
 
     /// Parses the SPEC's lower-case name.
     pub fn parse(name: &str) -> Option<Self> {
-        Channel::ALL.into_iter().find(|channel| channel.name() == name)
+        Channel::ALL
+            .into_iter()
+            .find(|channel| channel.name() == name)
     }
 }
 
@@ -437,7 +439,10 @@ mod tests {
 
     #[test]
     fn currency_accepts_only_three_upper_case_letters() {
-        assert_eq!(Currency::parse("EUR").map(|c| c.to_string()), Some("EUR".into()));
+        assert_eq!(
+            Currency::parse("EUR").map(|c| c.to_string()),
+            Some("EUR".into())
+        );
         for bad in ["eur", "EURO", "EU", "E1R", "", "ÉUR"] {
             assert_eq!(Currency::parse(bad), None, "{bad}");
         }
@@ -453,7 +458,9 @@ mod tests {
     #[test]
     fn nps_categories_follow_the_spec() {
         let categories: Vec<_> = (0..=10).map(NpsCategory::of).collect();
-        assert!(categories[..=6].iter().all(|c| *c == NpsCategory::Detractor));
+        assert!(categories[..=6]
+            .iter()
+            .all(|c| *c == NpsCategory::Detractor));
         assert!(categories[7..=8].iter().all(|c| *c == NpsCategory::Passive));
         assert!(categories[9..].iter().all(|c| *c == NpsCategory::Promoter));
     }

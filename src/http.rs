@@ -36,7 +36,11 @@ pub fn router(metrics: PrometheusHandle, shared: Arc<Shared>) -> Router {
 }
 
 /// Binds `address` and serves until the process ends; returns the bound address.
-pub async fn serve(address: SocketAddr, metrics: PrometheusHandle, shared: Arc<Shared>) -> anyhow::Result<SocketAddr> {
+pub async fn serve(
+    address: SocketAddr,
+    metrics: PrometheusHandle,
+    shared: Arc<Shared>,
+) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(address)
         .await
         .map_err(|error| anyhow::anyhow!("cannot listen on {address} (http.listen): {error}"))?;
@@ -72,7 +76,11 @@ async fn ready(State(state): State<AppState>) -> Response {
     if state.shared.ready.load(Ordering::SeqCst) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for partition assignment\n").into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for partition assignment\n",
+        )
+            .into_response()
     }
 }
 
@@ -81,6 +89,10 @@ async fn customer(State(state): State<AppState>, Path(customer_id): Path<String>
     let tasks = state.shared.tasks();
     match tasks.values().find_map(|task| task.profile(&id)) {
         Some(profile) => Json(profile_message(profile)).into_response(),
-        None => (StatusCode::NOT_FOUND, "customer not owned by this instance\n").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "customer not owned by this instance\n",
+        )
+            .into_response(),
     }
 }

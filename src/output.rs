@@ -100,7 +100,10 @@ impl Encoder {
             ("ce_type".to_string(), ce_type.as_bytes().to_vec()),
             ("ce_source".to_string(), self.source.as_bytes().to_vec()),
             ("ce_time".to_string(), time.to_rfc3339().into_bytes()),
-            ("content-type".to_string(), self.format.content_type().as_bytes().to_vec()),
+            (
+                "content-type".to_string(),
+                self.format.content_type().as_bytes().to_vec(),
+            ),
         ];
         OutputRecord {
             topic: topic.to_string(),
@@ -123,7 +126,12 @@ impl Encoder {
     }
 
     /// The `cx.enriched` record of a valid event after it was applied.
-    pub fn enriched(&self, event: &Event, profile: &Profile, position: &SourcePosition) -> OutputRecord {
+    pub fn enriched(
+        &self,
+        event: &Event,
+        profile: &Profile,
+        position: &SourcePosition,
+    ) -> OutputRecord {
         let event_id = position.id("enriched");
         let mut message = proto::EnrichedEvent {
             event_id: event_id.clone(),
@@ -147,7 +155,9 @@ impl Encoder {
             EventBody::Purchase(purchase) => {
                 message.order_id = Some(purchase.order_id.to_string());
                 message.channel = purchase.channel.clone();
-                if let PurchaseAction::Placed { amount } | PurchaseAction::Returned { amount } = purchase.action {
+                if let PurchaseAction::Placed { amount } | PurchaseAction::Returned { amount } =
+                    purchase.action
+                {
                     message.amount_minor = Some(amount.amount.0);
                     message.currency = Some(amount.currency.to_string());
                 }
@@ -164,9 +174,8 @@ impl Encoder {
                 message.order_id = survey.order_id.as_ref().map(|id| id.to_string());
                 let (score, scale_max) = match survey.response {
                     SurveyResponse::Nps { score } => (score, 10),
-                    SurveyResponse::Csat { score, scale_max } | SurveyResponse::Ces { score, scale_max } => {
-                        (score, scale_max)
-                    }
+                    SurveyResponse::Csat { score, scale_max }
+                    | SurveyResponse::Ces { score, scale_max } => (score, scale_max),
                 };
                 message.score = Some(i64::from(score));
                 message.scale_max = Some(i64::from(scale_max));
@@ -218,8 +227,13 @@ impl Encoder {
     }
 }
 
-fn money(totals: &std::collections::BTreeMap<crate::event::Currency, i64>) -> std::collections::BTreeMap<String, i64> {
-    totals.iter().map(|(currency, amount)| (currency.to_string(), *amount)).collect()
+fn money(
+    totals: &std::collections::BTreeMap<crate::event::Currency, i64>,
+) -> std::collections::BTreeMap<String, i64> {
+    totals
+        .iter()
+        .map(|(currency, amount)| (currency.to_string(), *amount))
+        .collect()
 }
 
 /// The published form of a profile (`cx.profiles` and the HTTP API).
@@ -240,7 +254,10 @@ pub fn profile_message(profile: &Profile) -> proto::Profile {
         open_tickets: profile.open_tickets,
         tickets_opened: profile.tickets_opened,
         tickets_resolved: profile.tickets_resolved,
-        mean_first_response_seconds: mean_seconds(profile.first_response_millis_sum, profile.first_responses),
+        mean_first_response_seconds: mean_seconds(
+            profile.first_response_millis_sum,
+            profile.first_responses,
+        ),
         last_nps_score: profile.last_nps.map(|last| i64::from(last.score)),
         last_nps_category: profile.last_nps_category().map(|c| c.name().to_string()),
         last_nps_at: time(profile.last_nps.map(|last| last.at)),
@@ -285,7 +302,10 @@ mod tests {
                 .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
         };
         assert_eq!(header("trace").as_deref(), Some("abc"));
-        assert_eq!(header("cxpulse.error.reason").as_deref(), Some("malformed_json"));
+        assert_eq!(
+            header("cxpulse.error.reason").as_deref(),
+            Some("malformed_json")
+        );
         assert_eq!(header("cxpulse.source.offset").as_deref(), Some("41"));
     }
 

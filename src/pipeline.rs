@@ -53,12 +53,16 @@ pub struct Shared {
 impl Shared {
     /// Locks the tasks, recovering from a poisoned lock (state is still consistent per event).
     pub fn tasks(&self) -> MutexGuard<'_, BTreeMap<u32, Task>> {
-        self.tasks.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.tasks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Locks the latest windows.
     pub fn latest_windows(&self) -> MutexGuard<'_, BTreeMap<(Arc<str>, u32), FinalWindow>> {
-        self.latest_windows.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.latest_windows
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -100,11 +104,20 @@ impl Running {
 }
 
 /// Checks the inputs, subscribes and starts the pipeline thread.
-pub fn start(config: Config, runtime: tokio::runtime::Handle, shared: Arc<Shared>) -> anyhow::Result<Running> {
+pub fn start(
+    config: Config,
+    runtime: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+) -> anyhow::Result<Running> {
     let consumer = source::consumer(&config).context("creating the consumer")?;
     let partitions = source::check_co_partitioning(&consumer, &config, Duration::from_secs(30))?;
-    let inputs: Vec<&str> = Source::ALL.iter().map(|source| config.topics.input(*source)).collect();
-    consumer.subscribe(&inputs).context("subscribing to the input topics")?;
+    let inputs: Vec<&str> = Source::ALL
+        .iter()
+        .map(|source| config.topics.input(*source))
+        .collect();
+    consumer
+        .subscribe(&inputs)
+        .context("subscribing to the input topics")?;
     info!(partitions, topics = ?inputs, "inputs are co-partitioned; subscribed");
     let sink = Sink::new(&config.kafka).context("creating the producer")?;
     let thread_shared = shared.clone();
@@ -162,7 +175,13 @@ struct Loop {
 }
 
 impl Loop {
-    fn new(config: Config, consumer: InputConsumer, sink: Sink, shared: Arc<Shared>, runtime: tokio::runtime::Handle) -> Self {
+    fn new(
+        config: Config,
+        consumer: InputConsumer,
+        sink: Sink,
+        shared: Arc<Shared>,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
         let formats = &config.formats;
         Loop {
             settings: Arc::new(TaskSettings::from_config(&config)),
@@ -171,7 +190,11 @@ impl Loop {
                 max_future_skew: config.processing.max_future_skew,
                 formats: [formats.purchases, formats.tickets, formats.surveys],
             },
-            encoder: Encoder::new(config.topics.clone(), formats.outputs, &config.kafka.client_id),
+            encoder: Encoder::new(
+                config.topics.clone(),
+                formats.outputs,
+                &config.kafka.client_id,
+            ),
             counters: Source::ALL.map(|source| TopicCounters::new(config.topics.input(source))),
             gauges: WindowGauges::default(),
             consumer: Arc::new(consumer),
@@ -184,7 +207,9 @@ impl Loop {
 
     fn run(mut self) -> anyhow::Result<()> {
         let (checkpoints, receiver) = mpsc::channel(64);
-        let committer = self.runtime.spawn(commit_delivered(self.consumer.clone(), receiver));
+        let committer = self
+            .runtime
+            .spawn(commit_delivered(self.consumer.clone(), receiver));
         let result = self.cycle_until_stopped(&checkpoints, &committer);
         // Drain: every queued checkpoint is awaited and stored, then committed.
         drop(checkpoints);
@@ -211,7 +236,9 @@ impl Loop {
     ) -> anyhow::Result<()> {
         while !self.shared.stop.load(Ordering::SeqCst) {
             if committer.is_finished() {
-                anyhow::bail!("output delivery failed; stopping so that no offset passes undelivered work");
+                anyhow::bail!(
+                    "output delivery failed; stopping so that no offset passes undelivered work"
+                );
             }
             let records = self.poll_batch();
             self.apply_assignment_changes();
@@ -265,7 +292,12 @@ impl Loop {
                         .map(|headers| {
                             headers
                                 .iter()
-                                .map(|header| (header.key.to_string(), header.value.unwrap_or_default().to_vec()))
+                                .map(|header| {
+                                    (
+                                        header.key.to_string(),
+                                        header.value.unwrap_or_default().to_vec(),
+                                    )
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -301,16 +333,25 @@ impl Loop {
             match change {
                 Assignment::Assigned(ids) => {
                     for id in ids {
-                        tasks.entry(id).or_insert_with(|| Task::new(id, self.settings.clone(), wall));
+                        tasks
+                            .entry(id)
+                            .or_insert_with(|| Task::new(id, self.settings.clone(), wall));
                     }
                     self.shared.ready.store(true, Ordering::SeqCst);
                 }
                 Assignment::Revoked(ids) => {
-                    let names: Vec<Arc<str>> = self.settings.windows.iter().map(|spec| spec.name.clone()).collect();
+                    let names: Vec<Arc<str>> = self
+                        .settings
+                        .windows
+                        .iter()
+                        .map(|spec| spec.name.clone())
+                        .collect();
                     for id in ids {
                         tasks.remove(&id);
                         self.gauges.zero_task(id, &names);
-                        self.shared.latest_windows().retain(|(_, task), _| *task != id);
+                        self.shared
+                            .latest_windows()
+                            .retain(|(_, task), _| *task != id);
                     }
                 }
             }
@@ -320,14 +361,18 @@ impl Loop {
 
     /// Applies a batch; returns the outputs, the offsets they complete and the append times.
     #[allow(clippy::type_complexity)]
-    fn process(&mut self, records: Vec<InputRecord>) -> (Vec<OutputRecord>, BTreeMap<(String, i32), i64>, Vec<i64>) {
+    fn process(
+        &mut self,
+        records: Vec<InputRecord>,
+    ) -> (Vec<OutputRecord>, BTreeMap<(String, i32), i64>, Vec<i64>) {
         let wall = EventTime::now();
         let mut outputs = Vec::new();
         let mut offsets = BTreeMap::new();
         let mut appended_at = Vec::with_capacity(records.len());
         let mut finals = Vec::new();
         // Per task, per source: records in offset order with their decoded events.
-        let mut queues: HashMap<u32, [VecDeque<(InputRecord, Result<Event, DecodeError>)>; 3]> = HashMap::new();
+        let mut queues: HashMap<u32, [VecDeque<(InputRecord, Result<Event, DecodeError>)>; 3]> =
+            HashMap::new();
         for record in records {
             self.counters[record.source.index()].consumed.increment(1);
             let decoded = self.decoder.decode(
@@ -365,7 +410,8 @@ impl Loop {
             let label = task_id.to_string();
             let watermark = task.watermark();
             if watermark != EventTime::MIN {
-                gauge!(telemetry::WATERMARK, "task" => label.clone()).set(watermark.millis() as f64 / 1000.0);
+                gauge!(telemetry::WATERMARK, "task" => label.clone())
+                    .set(watermark.millis() as f64 / 1000.0);
             }
             gauge!(telemetry::PROFILES, "task" => label.clone()).set(task.profile_count() as f64);
             gauge!(telemetry::TICKETS_TRACKED, "task" => label).set(task.ticket_count() as f64);
@@ -407,7 +453,11 @@ impl Loop {
         };
         match task.apply(&event, wall, finals) {
             Outcome::Duplicate => counters.duplicate.increment(1),
-            Outcome::Applied { profile, measures, late } => {
+            Outcome::Applied {
+                profile,
+                measures,
+                late,
+            } => {
                 counters.processed.increment(1);
                 if late {
                     counters.late.increment(1);
@@ -420,7 +470,12 @@ impl Loop {
         }
     }
 
-    fn publish_windows(&mut self, task: u32, finals: &mut Vec<FinalWindow>, outputs: &mut Vec<OutputRecord>) {
+    fn publish_windows(
+        &mut self,
+        task: u32,
+        finals: &mut Vec<FinalWindow>,
+        outputs: &mut Vec<OutputRecord>,
+    ) {
         if finals.is_empty() {
             return;
         }
@@ -435,7 +490,9 @@ impl Loop {
 
 /// Takes the head with the smallest `occurred_at` among a task's three partitions;
 /// records that failed to decode have no event time and go first.
-fn pop_earliest<T>(queues: &mut [VecDeque<(T, Result<Event, DecodeError>)>; 3]) -> Option<(T, Result<Event, DecodeError>)> {
+fn pop_earliest<T>(
+    queues: &mut [VecDeque<(T, Result<Event, DecodeError>)>; 3],
+) -> Option<(T, Result<Event, DecodeError>)> {
     let mut best: Option<(usize, Option<EventTime>)> = None;
     for (index, queue) in queues.iter().enumerate() {
         let Some((_, head)) = queue.front() else {
@@ -458,7 +515,10 @@ fn pop_earliest<T>(queues: &mut [VecDeque<(T, Result<Event, DecodeError>)>; 3]) 
 }
 
 /// Awaits the deliveries of each checkpoint in order, then stores its offsets.
-async fn commit_delivered(consumer: Arc<InputConsumer>, mut checkpoints: mpsc::Receiver<Checkpoint>) -> anyhow::Result<()> {
+async fn commit_delivered(
+    consumer: Arc<InputConsumer>,
+    mut checkpoints: mpsc::Receiver<Checkpoint>,
+) -> anyhow::Result<()> {
     while let Some(checkpoint) = checkpoints.recv().await {
         for (topic, delivery) in checkpoint.deliveries {
             match delivery.await {
@@ -473,7 +533,8 @@ async fn commit_delivered(consumer: Arc<InputConsumer>, mut checkpoints: mpsc::R
         }
         let now = EventTime::now().millis();
         for appended in checkpoint.appended_at {
-            histogram!(telemetry::PROCESSING_LATENCY).record((now - appended).max(0) as f64 / 1000.0);
+            histogram!(telemetry::PROCESSING_LATENCY)
+                .record((now - appended).max(0) as f64 / 1000.0);
         }
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &checkpoint.offsets {

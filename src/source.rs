@@ -83,8 +83,11 @@ impl ConsumerContext for SourceContext {
         if let Rebalance::Revoke(tpl) = rebalance {
             // Commit what is delivered before another member takes over (rust-rdkafka #627).
             match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
-                Err(error) => warn!(%error, "commit on revoke failed; records may be processed again"),
+                Ok(())
+                | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+                Err(error) => {
+                    warn!(%error, "commit on revoke failed; records may be processed again")
+                }
             }
             let tasks = tasks_of(tpl);
             info!(?tasks, "tasks revoked");
@@ -144,7 +147,10 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
         .set("client.id", format!("{}-consumer", kafka.client_id))
         .set("partition.assignment.strategy", "range")
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", kafka.commit_interval.as_millis().to_string())
+        .set(
+            "auto.commit.interval.ms",
+            kafka.commit_interval.as_millis().to_string(),
+        )
         // Offsets are stored by the pipeline only once outputs are delivered.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

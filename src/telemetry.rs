@@ -8,7 +8,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
-use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Counter, Unit};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, Counter, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::{LogConfig, LogFormat};
@@ -93,12 +95,20 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
     if let Some(handle) = HANDLE.get() {
         return Ok(handle.clone());
     }
-    let first_response_buckets: Vec<f64> = FIRST_RESPONSE_BOUNDS_SECONDS.iter().map(|b| *b as f64).collect();
+    let first_response_buckets: Vec<f64> = FIRST_RESPONSE_BOUNDS_SECONDS
+        .iter()
+        .map(|b| *b as f64)
+        .collect();
     let recorder = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full(FIRST_RESPONSE_SECONDS.into()), &first_response_buckets)?
+        .set_buckets_for_metric(
+            Matcher::Full(FIRST_RESPONSE_SECONDS.into()),
+            &first_response_buckets,
+        )?
         .set_buckets_for_metric(
             Matcher::Full(PROCESSING_LATENCY.into()),
-            &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0],
+            &[
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ],
         )?
         .build_recorder();
     let handle = recorder.handle();
@@ -111,38 +121,119 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
 
 fn describe() {
     describe_counter!(RECORDS_CONSUMED, "Records fetched from input topics.");
-    describe_counter!(EVENTS_PROCESSED, "Valid events applied to profiles and windows.");
-    describe_counter!(EVENTS_INVALID, "Records sent to the dead-letter topic, by reason.");
-    describe_counter!(EVENTS_LATE, "Events that arrived after every window containing them was emitted.");
-    describe_counter!(EVENTS_DUPLICATE, "Redelivered events ignored by de-duplication.");
-    describe_counter!(RECORDS_PRODUCED, "Output records acknowledged by the brokers, by topic.");
-    describe_counter!(PRODUCE_ERRORS, "Output records that could not be delivered.");
-    describe_gauge!(CONSUMER_LAG, "Records between the consumer position and the partition end.");
-    describe_gauge!(LAST_RECORD, Unit::Seconds, "Wall time of the last record fetched from a partition.");
+    describe_counter!(
+        EVENTS_PROCESSED,
+        "Valid events applied to profiles and windows."
+    );
+    describe_counter!(
+        EVENTS_INVALID,
+        "Records sent to the dead-letter topic, by reason."
+    );
+    describe_counter!(
+        EVENTS_LATE,
+        "Events that arrived after every window containing them was emitted."
+    );
+    describe_counter!(
+        EVENTS_DUPLICATE,
+        "Redelivered events ignored by de-duplication."
+    );
+    describe_counter!(
+        RECORDS_PRODUCED,
+        "Output records acknowledged by the brokers, by topic."
+    );
+    describe_counter!(
+        PRODUCE_ERRORS,
+        "Output records that could not be delivered."
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Records between the consumer position and the partition end."
+    );
+    describe_gauge!(
+        LAST_RECORD,
+        Unit::Seconds,
+        "Wall time of the last record fetched from a partition."
+    );
     describe_gauge!(WATERMARK, Unit::Seconds, "Event-time watermark of a task.");
     describe_gauge!(PROFILES, "Customer profiles held by a task.");
     describe_gauge!(TICKETS_TRACKED, "Tickets held by a task.");
-    describe_gauge!(TASKS_ASSIGNED, "Tasks (input partition numbers) owned by this instance.");
-    describe_histogram!(PROCESSING_LATENCY, Unit::Seconds, "From input append time to delivery of its outputs.");
+    describe_gauge!(
+        TASKS_ASSIGNED,
+        "Tasks (input partition numbers) owned by this instance."
+    );
+    describe_histogram!(
+        PROCESSING_LATENCY,
+        Unit::Seconds,
+        "From input append time to delivery of its outputs."
+    );
     describe_counter!(COMMITS, "Consumer offset commits, by result.");
     describe_counter!(SURVEY_RESPONSES, "Survey answers, by kind.");
-    describe_histogram!(FIRST_RESPONSE_SECONDS, Unit::Seconds, "Ticket first-response times.");
+    describe_histogram!(
+        FIRST_RESPONSE_SECONDS,
+        Unit::Seconds,
+        "Ticket first-response times."
+    );
     describe_counter!(ORDERS, "Purchase events, by action.");
-    describe_counter!(REVENUE_MINOR, "Placed order value in minor units, by currency.");
-    describe_counter!(RETURNED_MINOR, "Returned value in minor units, by currency.");
+    describe_counter!(
+        REVENUE_MINOR,
+        "Placed order value in minor units, by currency."
+    );
+    describe_counter!(
+        RETURNED_MINOR,
+        "Returned value in minor units, by currency."
+    );
     describe_counter!(TICKET_EVENTS, "Ticket events, by action.");
-    describe_gauge!(WINDOW_NPS_RESPONSES, "NPS answers in the latest final window, by category.");
-    describe_gauge!(WINDOW_CSAT, "CSAT responses and satisfied answers in the latest final window.");
-    describe_gauge!(WINDOW_CES, "CES responses and score sum in the latest final window.");
-    describe_gauge!(WINDOW_TICKETS, "Ticket counts in the latest final window, by measure.");
-    describe_gauge!(WINDOW_FIRST_RESPONSE_BUCKET, "Cumulative first responses per upper bound in the latest final window.");
-    describe_gauge!(WINDOW_FIRST_RESPONSE_SUM, Unit::Seconds, "Sum of first-response seconds in the latest final window.");
-    describe_gauge!(WINDOW_FIRST_RESPONSE_COUNT, "First responses in the latest final window.");
-    describe_gauge!(WINDOW_RESOLUTION_SUM, Unit::Seconds, "Sum of resolution seconds in the latest final window.");
-    describe_gauge!(WINDOW_ORDERS, "Order counts in the latest final window, by measure.");
-    describe_gauge!(WINDOW_REVENUE_MINOR, "Placed value in minor units in the latest final window.");
-    describe_gauge!(WINDOW_RETURNED_MINOR, "Returned value in minor units in the latest final window.");
-    describe_gauge!(WINDOW_REPEAT_GAP_SUM, Unit::Seconds, "Sum of gaps before repeat purchases in the latest final window.");
+    describe_gauge!(
+        WINDOW_NPS_RESPONSES,
+        "NPS answers in the latest final window, by category."
+    );
+    describe_gauge!(
+        WINDOW_CSAT,
+        "CSAT responses and satisfied answers in the latest final window."
+    );
+    describe_gauge!(
+        WINDOW_CES,
+        "CES responses and score sum in the latest final window."
+    );
+    describe_gauge!(
+        WINDOW_TICKETS,
+        "Ticket counts in the latest final window, by measure."
+    );
+    describe_gauge!(
+        WINDOW_FIRST_RESPONSE_BUCKET,
+        "Cumulative first responses per upper bound in the latest final window."
+    );
+    describe_gauge!(
+        WINDOW_FIRST_RESPONSE_SUM,
+        Unit::Seconds,
+        "Sum of first-response seconds in the latest final window."
+    );
+    describe_gauge!(
+        WINDOW_FIRST_RESPONSE_COUNT,
+        "First responses in the latest final window."
+    );
+    describe_gauge!(
+        WINDOW_RESOLUTION_SUM,
+        Unit::Seconds,
+        "Sum of resolution seconds in the latest final window."
+    );
+    describe_gauge!(
+        WINDOW_ORDERS,
+        "Order counts in the latest final window, by measure."
+    );
+    describe_gauge!(
+        WINDOW_REVENUE_MINOR,
+        "Placed value in minor units in the latest final window."
+    );
+    describe_gauge!(
+        WINDOW_RETURNED_MINOR,
+        "Returned value in minor units in the latest final window."
+    );
+    describe_gauge!(
+        WINDOW_REPEAT_GAP_SUM,
+        Unit::Seconds,
+        "Sum of gaps before repeat purchases in the latest final window."
+    );
     describe_gauge!(WINDOW_END, Unit::Seconds, "End of the latest final window.");
 }
 
@@ -190,7 +281,10 @@ pub struct WindowGauges {
 impl WindowGauges {
     /// Sets the gauges of `window`, the newest final window of its name in `task`.
     pub fn publish(&mut self, task: u32, window: &FinalWindow) {
-        let labels = [("window", window.name.to_string()), ("task", task.to_string())];
+        let labels = [
+            ("window", window.name.to_string()),
+            ("task", task.to_string()),
+        ];
         let with = |name: &'static str, value: &'static str| {
             let mut all = labels.to_vec();
             all.push((name, value.to_string()));
@@ -210,7 +304,10 @@ impl WindowGauges {
             ("opened", tickets.opened),
             ("first_responses", tickets.first_responses),
             ("resolved", tickets.resolved),
-            ("first_contact_resolutions", tickets.first_contact_resolutions),
+            (
+                "first_contact_resolutions",
+                tickets.first_contact_resolutions,
+            ),
             ("reopened", tickets.reopened),
             ("sla_breaches", tickets.sla_breaches),
         ] {
@@ -238,8 +335,16 @@ impl WindowGauges {
             gauge!(WINDOW_ORDERS, &with("measure", measure)).set(value as f64);
         }
         gauge!(WINDOW_REPEAT_GAP_SUM, &labels).set(seconds(orders.repeat_gap_millis_sum));
-        let known = self.currencies.entry((task, window.name.to_string())).or_default();
-        known.extend(orders.revenue_minor.keys().chain(orders.returned_minor.keys()));
+        let known = self
+            .currencies
+            .entry((task, window.name.to_string()))
+            .or_default();
+        known.extend(
+            orders
+                .revenue_minor
+                .keys()
+                .chain(orders.returned_minor.keys()),
+        );
         for currency in known.iter() {
             let mut all = labels.to_vec();
             all.push(("currency", currency.to_string()));
@@ -273,8 +378,11 @@ impl WindowGauges {
 /// Starts `tracing` output as configured; `RUST_LOG` overrides the level.
 pub fn init_logging(config: &LogConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     // A second initialisation (tests, demo) keeps the first subscriber.
     let _ = match config.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -283,7 +391,10 @@ pub fn init_logging(config: &LogConfig) {
 }
 
 /// Counts a valid event in the live (non-windowed) counters and histograms.
-pub fn count_event(event: &crate::event::Event, measures: &[(crate::event::EventTime, crate::window::Measure)]) {
+pub fn count_event(
+    event: &crate::event::Event,
+    measures: &[(crate::event::EventTime, crate::window::Measure)],
+) {
     use crate::event::{EventBody, PurchaseAction, SurveyResponse};
     match &event.body {
         EventBody::Purchase(purchase) => match purchase.action {
@@ -292,7 +403,9 @@ pub fn count_event(event: &crate::event::Event, measures: &[(crate::event::Event
                 counter!(REVENUE_MINOR, "currency" => amount.currency.to_string())
                     .increment(amount.amount.0.unsigned_abs());
             }
-            PurchaseAction::Fulfilled { .. } => counter!(ORDERS, "action" => "fulfilled").increment(1),
+            PurchaseAction::Fulfilled { .. } => {
+                counter!(ORDERS, "action" => "fulfilled").increment(1)
+            }
             PurchaseAction::Returned { amount } => {
                 counter!(ORDERS, "action" => "returned").increment(1);
                 counter!(RETURNED_MINOR, "currency" => amount.currency.to_string())

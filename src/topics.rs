@@ -67,9 +67,19 @@ pub async fn ensure(config: &Config, specs: &[TopicSpec]) -> anyhow::Result<()> 
         }
     }
     let admin: AdminClient<DefaultClientContext> = client.create()?;
-    let metadata = admin.inner().fetch_metadata(None, Duration::from_secs(30))?;
-    let existing: Vec<&str> = metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
-    let missing: Vec<&TopicSpec> = specs.iter().filter(|spec| !existing.contains(&spec.name.as_str())).collect();
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))?;
+    let existing: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| t.name())
+        .collect();
+    let missing: Vec<&TopicSpec> = specs
+        .iter()
+        .filter(|spec| !existing.contains(&spec.name.as_str()))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }

@@ -28,7 +28,11 @@ fn check_config_names_the_bad_key() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");
     std::fs::write(&file, "[processing]\nallowed_lateness = \"five minutes\"\n").unwrap();
-    let output = cxpulse().args(["check-config", "--config"]).arg(&file).output().unwrap();
+    let output = cxpulse()
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("allowed_lateness"), "{stderr}");
@@ -48,7 +52,11 @@ fn check_config_names_the_bad_key() {
         .env("CXPULSE_KAFKA__BOOTSTRAP_SERVERS", "broker-0:9092")
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(String::from_utf8_lossy(&output.stdout).contains("broker-0:9092"));
 }
 
@@ -82,7 +90,10 @@ async fn run_serves_http_and_stops_cleanly_on_sigterm() {
     })
     .await;
     assert!(ready, "/readyz never became 200");
-    assert_eq!(common::http_get(&address, "/healthz").map(|(s, _)| s), Some(200));
+    assert_eq!(
+        common::http_get(&address, "/healthz").map(|(s, _)| s),
+        Some(200)
+    );
 
     let events: Vec<_> = Population::new(PopulationConfig {
         customers: 50,
@@ -110,21 +121,36 @@ async fn run_serves_http_and_stops_cleanly_on_sigterm() {
     let customer = events[0].customer_id.as_str();
     let (status, body) = common::http_get(&address, &format!("/v1/customers/{customer}")).unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains(&format!("\"customer_id\":\"{customer}\"")), "{body}");
-    assert_eq!(common::http_get(&address, "/v1/customers/nobody").map(|(s, _)| s), Some(404));
+    assert!(
+        body.contains(&format!("\"customer_id\":\"{customer}\"")),
+        "{body}"
+    );
+    assert_eq!(
+        common::http_get(&address, "/v1/customers/nobody").map(|(s, _)| s),
+        Some(404)
+    );
 
     let started = Instant::now();
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "no exit within 30s of SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no exit within 30s of SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "exit status {status}: {stderr}");
-    assert!(stderr.contains("\"message\":\"final offsets committed\""), "JSON logs with the final commit: {stderr}");
+    assert!(
+        stderr.contains("\"message\":\"final offsets committed\""),
+        "JSON logs with the final commit: {stderr}"
+    );
 }

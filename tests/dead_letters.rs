@@ -23,10 +23,16 @@ async fn every_bad_record_goes_to_the_dlq_with_its_reason() {
     let recent = now.plus_millis(-60_000).to_rfc3339();
     let future = now.plus_millis(2 * 3_600_000).to_rfc3339();
     let common_fields = format!(r#""event_id":"e","customer_id":"c1","occurred_at":"{recent}""#);
-    let (purchases, tickets, surveys) = (&config.topics.purchases, &config.topics.tickets, &config.topics.surveys);
+    let (purchases, tickets, surveys) = (
+        &config.topics.purchases,
+        &config.topics.tickets,
+        &config.topics.surveys,
+    );
     let json: &[u8] = b"application/json";
     let garbage_protobuf = vec![0x0a, 0xff, 0xff, 0xff];
-    let cases: Vec<(&str, &String, Option<&[u8]>, Vec<u8>, &[u8])> = vec![
+    // (expected reason, topic, key, value, content-type)
+    type Case<'a> = (&'a str, &'a String, Option<&'a [u8]>, Vec<u8>, &'a [u8]);
+    let cases: Vec<Case<'_>> = vec![
         ("malformed_json", surveys, Some(b"c1"), b"{\"event_id\": ".to_vec(), json),
         ("malformed_protobuf", purchases, Some(b"c1"), garbage_protobuf, b"application/x-protobuf"),
         ("unsupported_content_type", tickets, Some(b"c1"), b"<xml/>".to_vec(), b"application/xml"),
@@ -45,14 +51,20 @@ async fn every_bad_record_goes_to_the_dlq_with_its_reason() {
         ("key_mismatch", surveys, Some(b"someone-else"), format!(r#"{{{common_fields},"survey_id":"s","kind":"nps","score":3}}"#).into_bytes(), json),
     ];
     for (reason, topic, key, value, content_type) in &cases {
-        let headers: &[(&str, &[u8])] = &[("content-type", content_type), ("test-case", reason.as_bytes())];
+        let headers: &[(&str, &[u8])] = &[
+            ("content-type", content_type),
+            ("test-case", reason.as_bytes()),
+        ];
         common::produce_raw(&producer, topic, Some(0), *key, value, headers).await;
     }
     // A valid Protobuf event after all of them: the service must still apply it.
     let valid = cxpulse::proto::SurveyEvent {
         event_id: "good-1".into(),
         customer_id: "c-good".into(),
-        occurred_at: Some(prost_types::Timestamp { seconds: now.millis() / 1000 - 30, nanos: 0 }),
+        occurred_at: Some(prost_types::Timestamp {
+            seconds: now.millis() / 1000 - 30,
+            nanos: 0,
+        }),
         survey_id: "s-good".into(),
         kind: cxpulse::proto::SurveyKind::Nps as i32,
         score: Some(10),
@@ -61,37 +73,73 @@ async fn every_bad_record_goes_to_the_dlq_with_its_reason() {
     // Schema-registry framed: magic 0, schema id 7, message index [0].
     let mut framed = vec![0, 0, 0, 0, 7, 0];
     framed.extend(valid.encode_to_vec());
-    common::produce_raw(&producer, surveys, Some(0), Some(b"c-good"), &framed, &[("content-type", b"application/x-protobuf")]).await;
+    common::produce_raw(
+        &producer,
+        surveys,
+        Some(0),
+        Some(b"c-good"),
+        &framed,
+        &[("content-type", b"application/x-protobuf")],
+    )
+    .await;
 
-    let dead = common::read_until(&broker, &config.topics.dlq, Duration::from_secs(60), |records| records.len() >= cases.len());
+    let dead = common::read_until(
+        &broker,
+        &config.topics.dlq,
+        Duration::from_secs(60),
+        |records| records.len() >= cases.len(),
+    );
     assert_eq!(dead.len(), cases.len(), "every bad record, once: {dead:#?}");
     for (reason, topic, key, value, _) in &cases {
         let letter = dead
             .iter()
             .find(|record| record.header("test-case") == *reason)
             .unwrap_or_else(|| panic!("{reason} is not in the DLQ"));
-        assert_eq!(letter.header("cxpulse.error.reason"), *reason, "{:?}", letter.headers);
+        assert_eq!(
+            letter.header("cxpulse.error.reason"),
+            *reason,
+            "{:?}",
+            letter.headers
+        );
         assert!(!letter.header("cxpulse.error.message").is_empty());
         assert_eq!(letter.header("cxpulse.source.topic"), topic.as_str());
         assert_eq!(letter.header("cxpulse.source.partition"), "0");
-        assert!(letter.header("cxpulse.source.offset").parse::<i64>().is_ok());
+        assert!(letter
+            .header("cxpulse.source.offset")
+            .parse::<i64>()
+            .is_ok());
         assert_eq!(&letter.value, value, "original value kept for {reason}");
-        assert_eq!(letter.key, key.unwrap_or_default(), "original key kept for {reason}");
+        assert_eq!(
+            letter.key,
+            key.unwrap_or_default(),
+            "original key kept for {reason}"
+        );
     }
 
-    let profiles = common::read_until(&broker, &config.topics.profiles, Duration::from_secs(30), |records| {
-        records.iter().any(|r| r.key == b"c-good")
-    });
-    let profile = profiles.iter().find(|r| r.key == b"c-good").expect("valid event applied after bad ones").json();
+    let profiles = common::read_until(
+        &broker,
+        &config.topics.profiles,
+        Duration::from_secs(30),
+        |records| records.iter().any(|r| r.key == b"c-good"),
+    );
+    let profile = profiles
+        .iter()
+        .find(|r| r.key == b"c-good")
+        .expect("valid event applied after bad ones")
+        .json();
     assert_eq!(profile["last_nps_score"], 10);
     assert_eq!(profile["last_nps_category"], "promoter");
     assert!(!running.is_finished(), "the service is still running");
 
     let metrics = cxpulse::telemetry::install_recorder().unwrap().render();
     for (reason, topic, ..) in &cases {
-        let line = format!("cxpulse_events_invalid_total{{topic=\"{topic}\",reason=\"{reason}\"}} 1");
+        let line =
+            format!("cxpulse_events_invalid_total{{topic=\"{topic}\",reason=\"{reason}\"}} 1");
         assert!(metrics.contains(&line), "missing metric line {line}");
     }
     running.stop();
-    tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || running.join())
+        .await
+        .unwrap()
+        .unwrap();
 }

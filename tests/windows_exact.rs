@@ -97,24 +97,44 @@ async fn check_windows_against_model(broker: Broker, name: &str, format: Format)
             (&config.topics.tickets, ticket),
             (&config.topics.purchases, purchase),
         ] {
-            common::produce_raw(&producer, topic, Some(partition), Some(customer.as_bytes()), value.as_bytes(), json).await;
+            common::produce_raw(
+                &producer,
+                topic,
+                Some(partition),
+                Some(customer.as_bytes()),
+                value.as_bytes(),
+                json,
+            )
+            .await;
         }
     }
 
     let rules = rules(&config);
     let expected = model::windows(&events, &rules, data_end + 7 * DAY);
-    assert!(expected.len() > 100, "the model should see many windows: {}", expected.len());
+    assert!(
+        expected.len() > 100,
+        "the model should see many windows: {}",
+        expected.len()
+    );
     let expected_records_at_least = expected.len();
-    let records = common::read_until(&broker, &config.topics.metrics, Duration::from_secs(120), |records| {
-        let distinct: HashSet<(String, String)> = records
-            .iter()
-            .map(|r| {
-                let json = r.json();
-                (json["window"].as_str().unwrap_or_default().to_string(), json["end"].as_str().unwrap_or_default().to_string())
-            })
-            .collect();
-        distinct.len() >= expected_records_at_least
-    });
+    let records = common::read_until(
+        &broker,
+        &config.topics.metrics,
+        Duration::from_secs(120),
+        |records| {
+            let distinct: HashSet<(String, String)> = records
+                .iter()
+                .map(|r| {
+                    let json = r.json();
+                    (
+                        json["window"].as_str().unwrap_or_default().to_string(),
+                        json["end"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect();
+            distinct.len() >= expected_records_at_least
+        },
+    );
 
     let mut keys = HashSet::new();
     let mut actual: BTreeMap<(String, i64), Counts> = BTreeMap::new();
@@ -123,25 +143,34 @@ async fn check_windows_against_model(broker: Broker, name: &str, format: Format)
         let key = String::from_utf8_lossy(&record.key).into_owned();
         assert!(keys.insert(key.clone()), "window {key} emitted twice");
         let window = json["window"].as_str().expect("window").to_string();
-        let end = EventTime::parse_rfc3339(json["end"].as_str().expect("end")).expect("RFC 3339 end");
-        let start = EventTime::parse_rfc3339(json["start"].as_str().expect("start")).expect("start");
-        let spec = rules.specs.iter().find(|s| s.name == window).expect("configured window");
+        let end =
+            EventTime::parse_rfc3339(json["end"].as_str().expect("end")).expect("RFC 3339 end");
+        let start =
+            EventTime::parse_rfc3339(json["start"].as_str().expect("start")).expect("start");
+        let spec = rules
+            .specs
+            .iter()
+            .find(|s| s.name == window)
+            .expect("configured window");
         assert_eq!(end.millis() - start.millis(), spec.size);
-        assert_eq!(key, format!("{window}/{}/{}", json["end"].as_str().unwrap(), json["task"]));
-        let counts = actual.entry((window, end.millis())).or_insert_with(|| {
-            let mut counts = Counts::default();
-            counts.first_response_buckets = BTreeMap::new();
-            counts
-        });
+        assert_eq!(
+            key,
+            format!(
+                "{window}/{}/{}",
+                json["end"].as_str().unwrap(),
+                json["task"]
+            )
+        );
+        let counts = actual.entry((window, end.millis())).or_default();
         model::add_result(counts, &json);
     }
     let mut mismatches = Vec::new();
     for (key, expected_counts) in &expected {
         match actual.get(key) {
             None => mismatches.push(format!("{key:?}: missing")),
-            Some(actual_counts) if actual_counts != expected_counts => {
-                mismatches.push(format!("{key:?}:\n  expected {expected_counts:?}\n  actual   {actual_counts:?}"))
-            }
+            Some(actual_counts) if actual_counts != expected_counts => mismatches.push(format!(
+                "{key:?}:\n  expected {expected_counts:?}\n  actual   {actual_counts:?}"
+            )),
             Some(_) => {}
         }
     }
@@ -155,14 +184,25 @@ async fn check_windows_against_model(broker: Broker, name: &str, format: Format)
         "{} of {} windows differ from the model:\n{}",
         mismatches.len(),
         expected.len(),
-        mismatches.iter().take(5).cloned().collect::<Vec<_>>().join("\n")
+        mismatches
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
-    let nps_answers: u64 = expected.values().map(|c| c.nps_promoters + c.nps_passives + c.nps_detractors).sum();
+    let nps_answers: u64 = expected
+        .values()
+        .map(|c| c.nps_promoters + c.nps_passives + c.nps_detractors)
+        .sum();
     let first_responses: u64 = expected.values().map(|c| c.first_responses).sum();
     assert!(nps_answers > 0 && first_responses > 0);
     eprintln!("{} windows equal the model ({nps_answers} NPS answers, {first_responses} first responses over all windows)", expected.len());
     running.stop();
-    tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || running.join())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

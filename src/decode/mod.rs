@@ -41,9 +41,9 @@ impl Format {
         let mime = value.split(';').next().unwrap_or("").trim();
         match mime.to_ascii_lowercase().as_str() {
             "application/json" => Some(Format::Json),
-            "application/x-protobuf" | "application/protobuf" | "application/vnd.google.protobuf" => {
-                Some(Format::Protobuf)
-            }
+            "application/x-protobuf"
+            | "application/protobuf"
+            | "application/vnd.google.protobuf" => Some(Format::Protobuf),
             _ => None,
         }
     }
@@ -236,7 +236,9 @@ impl Decoder {
                 limit: self.max_record_bytes,
             });
         }
-        let key = key.filter(|key| !key.is_empty()).ok_or(DecodeError::EmptyKey)?;
+        let key = key
+            .filter(|key| !key.is_empty())
+            .ok_or(DecodeError::EmptyKey)?;
         let format = match content_type {
             None => self.formats[source.index()],
             Some(header) => {

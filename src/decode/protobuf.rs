@@ -21,7 +21,9 @@ pub(super) fn parse(source: Source, value: &[u8]) -> Result<RawEvent, DecodeErro
                 occurred_at: event.occurred_at.map(instant),
                 order_id: non_empty(event.order_id),
                 action: enum_name(event.action, "PURCHASE_ACTION_", |value| {
-                    proto::PurchaseAction::try_from(value).ok().map(|v| v.as_str_name())
+                    proto::PurchaseAction::try_from(value)
+                        .ok()
+                        .map(|v| v.as_str_name())
                 }),
                 amount_minor: event.amount_minor,
                 currency: event.currency,
@@ -39,13 +41,19 @@ pub(super) fn parse(source: Source, value: &[u8]) -> Result<RawEvent, DecodeErro
                 occurred_at: event.occurred_at.map(instant),
                 ticket_id: non_empty(event.ticket_id),
                 action: enum_name(event.action, "TICKET_ACTION_", |value| {
-                    proto::TicketAction::try_from(value).ok().map(|v| v.as_str_name())
+                    proto::TicketAction::try_from(value)
+                        .ok()
+                        .map(|v| v.as_str_name())
                 }),
                 channel: enum_name(event.channel, "TICKET_CHANNEL_", |value| {
-                    proto::TicketChannel::try_from(value).ok().map(|v| v.as_str_name())
+                    proto::TicketChannel::try_from(value)
+                        .ok()
+                        .map(|v| v.as_str_name())
                 }),
                 priority: enum_name(event.priority, "TICKET_PRIORITY_", |value| {
-                    proto::TicketPriority::try_from(value).ok().map(|v| v.as_str_name())
+                    proto::TicketPriority::try_from(value)
+                        .ok()
+                        .map(|v| v.as_str_name())
                 }),
                 ..RawEvent::default()
             }
@@ -58,7 +66,9 @@ pub(super) fn parse(source: Source, value: &[u8]) -> Result<RawEvent, DecodeErro
                 occurred_at: event.occurred_at.map(instant),
                 survey_id: non_empty(event.survey_id),
                 kind: enum_name(event.kind, "SURVEY_KIND_", |value| {
-                    proto::SurveyKind::try_from(value).ok().map(|v| v.as_str_name())
+                    proto::SurveyKind::try_from(value)
+                        .ok()
+                        .map(|v| v.as_str_name())
                 }),
                 score: event.score,
                 scale_max: event.scale_max,
@@ -161,7 +171,9 @@ mod tests {
         assert_eq!(strip_schema_registry_frame(&message).unwrap(), &message[..]);
         // Truncated.
         assert_eq!(
-            strip_schema_registry_frame(&[0, 0, 1]).unwrap_err().reason(),
+            strip_schema_registry_frame(&[0, 0, 1])
+                .unwrap_err()
+                .reason(),
             "malformed_protobuf"
         );
     }

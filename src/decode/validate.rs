@@ -73,7 +73,9 @@ fn purchase(raw: RawEvent) -> Result<Purchase, DecodeError> {
     let order_id = OrderId::new(required("order_id", raw.order_id)?);
     let action_name = required("action", raw.action)?;
     let money = || -> Result<Money, DecodeError> {
-        let amount = raw.amount_minor.ok_or(DecodeError::MissingField("amount_minor"))?;
+        let amount = raw
+            .amount_minor
+            .ok_or(DecodeError::MissingField("amount_minor"))?;
         if amount < 0 {
             return Err(DecodeError::NegativeAmount(amount));
         }
@@ -203,7 +205,12 @@ mod tests {
 
     fn check(source: Source, json: &str) -> Result<Event, DecodeError> {
         let now = EventTime::parse_rfc3339(NOW).unwrap();
-        validate(source, json::parse(json.as_bytes())?, now, Duration::from_secs(3600))
+        validate(
+            source,
+            json::parse(json.as_bytes())?,
+            now,
+            Duration::from_secs(3600),
+        )
     }
 
     fn reason(source: Source, json: &str) -> &'static str {
@@ -213,7 +220,8 @@ mod tests {
         }
     }
 
-    const COMMON: &str = r#""event_id":"e1","customer_id":"c1","occurred_at":"2026-06-01T10:00:00Z""#;
+    const COMMON: &str =
+        r#""event_id":"e1","customer_id":"c1","occurred_at":"2026-06-01T10:00:00Z""#;
 
     #[test]
     fn valid_events_of_every_kind_decode() {
@@ -238,7 +246,10 @@ mod tests {
             csat.body,
             EventBody::Survey(Survey {
                 survey_id: SurveyId::new("s1"),
-                response: SurveyResponse::Csat { score: 3, scale_max: 3 },
+                response: SurveyResponse::Csat {
+                    score: 3,
+                    scale_max: 3
+                },
                 comment: None,
                 ticket_id: None,
                 order_id: None,
@@ -292,7 +303,15 @@ mod tests {
             &format!(r#"{{{COMMON},"survey_id":"s","kind":"ces","score":7}}"#),
         )
         .unwrap();
-        let EventBody::Survey(survey) = ces.body else { panic!() };
-        assert_eq!(survey.response, SurveyResponse::Ces { score: 7, scale_max: 7 });
+        let EventBody::Survey(survey) = ces.body else {
+            panic!()
+        };
+        assert_eq!(
+            survey.response,
+            SurveyResponse::Ces {
+                score: 7,
+                scale_max: 7
+            }
+        );
     }
 }

@@ -52,7 +52,11 @@ impl ProducerContext for CountingContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        let counter = if result.is_ok() { &self.0.delivered } else { &self.0.failed };
+        let counter = if result.is_ok() {
+            &self.0.delivered
+        } else {
+            &self.0.failed
+        };
         counter.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -71,7 +75,11 @@ pub struct GenerateReport {
 }
 
 /// Produces the population's events until `options.events` or `stop`.
-pub fn run(config: &Config, options: GenerateOptions, stop: &AtomicBool) -> anyhow::Result<GenerateReport> {
+pub fn run(
+    config: &Config,
+    options: GenerateOptions,
+    stop: &AtomicBool,
+) -> anyhow::Result<GenerateReport> {
     let counter = Arc::new(DeliveryCounter::default());
     let producer: ThreadedProducer<CountingContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.bootstrap_servers)
@@ -81,7 +89,11 @@ pub fn run(config: &Config, options: GenerateOptions, stop: &AtomicBool) -> anyh
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "500000")
         .create_with_context(CountingContext(counter.clone()))?;
-    let formats = [config.formats.purchases, config.formats.tickets, config.formats.surveys];
+    let formats = [
+        config.formats.purchases,
+        config.formats.tickets,
+        config.formats.surveys,
+    ];
     let mut population = Population::new(options.population.clone());
     let started = Instant::now();
     let mut last_report = Instant::now();
@@ -102,7 +114,9 @@ pub fn run(config: &Config, options: GenerateOptions, stop: &AtomicBool) -> anyh
                 continue;
             }
         }
-        let Some(event) = population.next() else { break };
+        let Some(event) = population.next() else {
+            break;
+        };
         let source = event.source();
         let format = formats[source.index()];
         let value = wire::encode(&event, format);

@@ -17,8 +17,9 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Exp, LogNormal};
 
 use crate::event::{
-    Channel, Currency, CustomerId, Event, EventBody, EventId, EventTime, MinorUnits, Money, OrderId,
-    Purchase, PurchaseAction, Survey, SurveyId, SurveyResponse, TicketAction, TicketEvent, TicketId,
+    Channel, Currency, CustomerId, Event, EventBody, EventId, EventTime, MinorUnits, Money,
+    OrderId, Purchase, PurchaseAction, Survey, SurveyId, SurveyResponse, TicketAction, TicketEvent,
+    TicketId,
 };
 
 const MINUTE: i64 = 60_000;
@@ -43,10 +44,17 @@ pub struct PopulationConfig {
 /// Something scheduled to happen at a time.
 #[derive(Debug, Clone)]
 enum Step {
-    Visit { customer: usize },
+    Visit {
+        customer: usize,
+    },
     Emit(Event),
     /// The ticket's next step after an emitted event.
-    TicketNext { customer: usize, ticket: usize, stage: TicketStage, channel: Channel },
+    TicketNext {
+        customer: usize,
+        ticket: usize,
+        stage: TicketStage,
+        channel: Channel,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,7 +86,9 @@ impl Population {
         let mut rng = SmallRng::seed_from_u64(config.seed);
         let codes = ["EUR", "USD", "GBP"];
         let currencies = (0..config.customers)
-            .map(|index| Currency::parse(codes[index % codes.len()]).unwrap_or_else(|| unreachable!()))
+            .map(|index| {
+                Currency::parse(codes[index % codes.len()]).unwrap_or_else(|| unreachable!())
+            })
             .collect();
         let delays = (0..config.customers)
             .map(|_| rng.random_range(0..config.max_disorder_millis.max(1)))
@@ -108,7 +118,9 @@ impl Population {
 
     fn next_visit_gap(&mut self) -> i64 {
         let rate_per_ms = self.config.visits_per_day.max(1e-6) / DAY as f64;
-        let gap = Exp::new(rate_per_ms).map(|exp| exp.sample(&mut self.rng)).unwrap_or(DAY as f64);
+        let gap = Exp::new(rate_per_ms)
+            .map(|exp| exp.sample(&mut self.rng))
+            .unwrap_or(DAY as f64);
         gap.max(1.0) as i64
     }
 
@@ -155,13 +167,22 @@ impl Population {
         let currency = self.currencies[customer];
         let amount = self.log_normal_millis(4_500.0, 0.8).max(100);
         let items = self.rng.random_range(1..6);
-        let channel = if self.rng.random_bool(0.7) { "web" } else { "app" };
+        let channel = if self.rng.random_bool(0.7) {
+            "web"
+        } else {
+            "app"
+        };
         let placed = self.event(
             customer,
             at,
             EventBody::Purchase(Purchase {
                 order_id: order_id.clone(),
-                action: PurchaseAction::Placed { amount: Money { amount: MinorUnits(amount), currency } },
+                action: PurchaseAction::Placed {
+                    amount: Money {
+                        amount: MinorUnits(amount),
+                        currency,
+                    },
+                },
                 items: Some(items),
                 channel: Some(channel.to_string()),
             }),
@@ -174,7 +195,9 @@ impl Population {
             shipped_at,
             EventBody::Purchase(Purchase {
                 order_id: order_id.clone(),
-                action: PurchaseAction::Fulfilled { complete_first_shipment: complete },
+                action: PurchaseAction::Fulfilled {
+                    complete_first_shipment: complete,
+                },
                 items: None,
                 channel: None,
             }),
@@ -188,7 +211,12 @@ impl Population {
                 returned_at,
                 EventBody::Purchase(Purchase {
                     order_id,
-                    action: PurchaseAction::Returned { amount: Money { amount: MinorUnits(refund), currency } },
+                    action: PurchaseAction::Returned {
+                        amount: Money {
+                            amount: MinorUnits(refund),
+                            currency,
+                        },
+                    },
                     items: None,
                     channel: None,
                 }),
@@ -206,7 +234,10 @@ impl Population {
             at,
             EventBody::Ticket(TicketEvent {
                 ticket_id: ticket_id(ticket),
-                action: TicketAction::Opened { channel, priority: None },
+                action: TicketAction::Opened {
+                    channel,
+                    priority: None,
+                },
             }),
         );
         self.schedule(customer, at, Step::Emit(opened));
@@ -216,7 +247,12 @@ impl Population {
             self.schedule(
                 customer,
                 at + delay,
-                Step::TicketNext { customer, ticket, stage: TicketStage::AgentReply { first: true }, channel },
+                Step::TicketNext {
+                    customer,
+                    ticket,
+                    stage: TicketStage::AgentReply { first: true },
+                    channel,
+                },
             );
         }
     }
@@ -230,7 +266,14 @@ impl Population {
         }
     }
 
-    fn ticket_step(&mut self, customer: usize, ticket: usize, stage: TicketStage, channel: Channel, at: i64) {
+    fn ticket_step(
+        &mut self,
+        customer: usize,
+        ticket: usize,
+        stage: TicketStage,
+        channel: Channel,
+        at: i64,
+    ) {
         let action = match stage {
             TicketStage::AgentReply { .. } => TicketAction::AgentReplied,
             TicketStage::CustomerReply => TicketAction::CustomerReplied,
@@ -240,11 +283,16 @@ impl Population {
         let event = self.event(
             customer,
             at,
-            EventBody::Ticket(TicketEvent { ticket_id: ticket_id(ticket), action }),
+            EventBody::Ticket(TicketEvent {
+                ticket_id: ticket_id(ticket),
+                action,
+            }),
         );
         self.schedule(customer, at, Step::Emit(event));
         let next = match stage {
-            TicketStage::AgentReply { first: true } if self.rng.random_bool(0.35) => Some(TicketStage::CustomerReply),
+            TicketStage::AgentReply { first: true } if self.rng.random_bool(0.35) => {
+                Some(TicketStage::CustomerReply)
+            }
             TicketStage::CustomerReply => Some(TicketStage::AgentReply { first: false }),
             TicketStage::AgentReply { .. } => Some(TicketStage::Resolve),
             TicketStage::Resolve if self.rng.random_bool(0.1) => Some(TicketStage::Reopen),
@@ -263,7 +311,16 @@ impl Population {
                 TicketStage::Reopen => self.log_normal_millis(DAY as f64, 0.8),
                 _ => self.first_response_delay(channel),
             };
-            self.schedule(customer, at + delay, Step::TicketNext { customer, ticket, stage: next, channel });
+            self.schedule(
+                customer,
+                at + delay,
+                Step::TicketNext {
+                    customer,
+                    ticket,
+                    stage: next,
+                    channel,
+                },
+            );
         }
     }
 
@@ -283,25 +340,42 @@ impl Population {
             SurveyResponse::Nps { score }
         } else if roll < 0.85 {
             let scale_max = [3, 5, 5, 5, 7, 10][self.rng.random_range(0..6)];
-            SurveyResponse::Csat { score: self.rng.random_range(1..=scale_max), scale_max }
+            SurveyResponse::Csat {
+                score: self.rng.random_range(1..=scale_max),
+                scale_max,
+            }
         } else {
             let scale_max = if self.rng.random_bool(0.8) { 7 } else { 5 };
-            SurveyResponse::Ces { score: self.rng.random_range(1..=scale_max), scale_max }
+            SurveyResponse::Ces {
+                score: self.rng.random_range(1..=scale_max),
+                scale_max,
+            }
         };
         self.sequence += 1;
         let survey_id = SurveyId::new(format!("srv-{:010}", self.sequence));
-        let comment = self.rng.random_bool(0.2).then(|| "thanks for the help".to_string());
+        let comment = self
+            .rng
+            .random_bool(0.2)
+            .then(|| "thanks for the help".to_string());
         let event = self.event(
             customer,
             at,
-            EventBody::Survey(Survey { survey_id, response, comment, ticket_id: about, order_id: None }),
+            EventBody::Survey(Survey {
+                survey_id,
+                response,
+                comment,
+                ticket_id: about,
+                order_id: None,
+            }),
         );
         self.schedule(customer, at, Step::Emit(event));
     }
 
     /// Event time of the next event to come out, without taking it.
     pub fn peek_time(&self) -> Option<EventTime> {
-        self.queue.peek().map(|Reverse((emit_at, _))| EventTime::from_millis(*emit_at))
+        self.queue
+            .peek()
+            .map(|Reverse((emit_at, _))| EventTime::from_millis(*emit_at))
     }
 }
 
@@ -326,9 +400,12 @@ impl Iterator for Population {
                     return Some(event);
                 }
                 Step::Visit { customer } => self.visit(customer, at),
-                Step::TicketNext { customer, ticket, stage, channel } => {
-                    self.ticket_step(customer, ticket, stage, channel, at)
-                }
+                Step::TicketNext {
+                    customer,
+                    ticket,
+                    stage,
+                    channel,
+                } => self.ticket_step(customer, ticket, stage, channel, at),
             }
         }
     }

@@ -30,12 +30,18 @@ pub fn to_json(event: &Event) -> Value {
             put("order_id", json!(purchase.order_id.as_str()));
             match purchase.action {
                 PurchaseAction::Placed { amount } | PurchaseAction::Returned { amount } => {
-                    let action = if matches!(purchase.action, PurchaseAction::Placed { .. }) { "placed" } else { "returned" };
+                    let action = if matches!(purchase.action, PurchaseAction::Placed { .. }) {
+                        "placed"
+                    } else {
+                        "returned"
+                    };
                     put("action", json!(action));
                     put("amount_minor", json!(amount.amount.0));
                     put("currency", json!(amount.currency.as_str()));
                 }
-                PurchaseAction::Fulfilled { complete_first_shipment } => {
+                PurchaseAction::Fulfilled {
+                    complete_first_shipment,
+                } => {
                     put("action", json!("fulfilled"));
                     put("complete_first_shipment", json!(complete_first_shipment));
                 }
@@ -92,11 +98,19 @@ pub fn to_protobuf(event: &Event) -> Vec<u8> {
     match &event.body {
         EventBody::Purchase(purchase) => {
             let (action, amount, complete) = match purchase.action {
-                PurchaseAction::Placed { amount } => (proto::PurchaseAction::Placed, Some(amount), None),
-                PurchaseAction::Returned { amount } => (proto::PurchaseAction::Returned, Some(amount), None),
-                PurchaseAction::Fulfilled { complete_first_shipment } => {
-                    (proto::PurchaseAction::Fulfilled, None, Some(complete_first_shipment))
+                PurchaseAction::Placed { amount } => {
+                    (proto::PurchaseAction::Placed, Some(amount), None)
                 }
+                PurchaseAction::Returned { amount } => {
+                    (proto::PurchaseAction::Returned, Some(amount), None)
+                }
+                PurchaseAction::Fulfilled {
+                    complete_first_shipment,
+                } => (
+                    proto::PurchaseAction::Fulfilled,
+                    None,
+                    Some(complete_first_shipment),
+                ),
             };
             proto::PurchaseEvent {
                 event_id,
@@ -114,15 +128,20 @@ pub fn to_protobuf(event: &Event) -> Vec<u8> {
         }
         EventBody::Ticket(ticket) => {
             let (action, channel) = match ticket.action {
-                TicketAction::Opened { channel, .. } => (proto::TicketAction::Opened, Some(channel)),
+                TicketAction::Opened { channel, .. } => {
+                    (proto::TicketAction::Opened, Some(channel))
+                }
                 TicketAction::AgentReplied => (proto::TicketAction::AgentReplied, None),
                 TicketAction::CustomerReplied => (proto::TicketAction::CustomerReplied, None),
                 TicketAction::Resolved => (proto::TicketAction::Resolved, None),
                 TicketAction::Reopened => (proto::TicketAction::Reopened, None),
             };
             let channel = channel.map_or(0, |channel| {
-                proto::TicketChannel::from_str_name(&format!("TICKET_CHANNEL_{}", channel.name().to_ascii_uppercase()))
-                    .map_or(0, |value| value as i32)
+                proto::TicketChannel::from_str_name(&format!(
+                    "TICKET_CHANNEL_{}",
+                    channel.name().to_ascii_uppercase()
+                ))
+                .map_or(0, |value| value as i32)
             });
             proto::TicketEvent {
                 event_id,

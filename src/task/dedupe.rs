@@ -19,7 +19,8 @@ pub struct Dedupe {
 fn fingerprint(customer_id: &CustomerId, event_id: &EventId) -> u128 {
     let half = |salt: u8| {
         #[allow(deprecated)]
-        let mut hasher = std::hash::SipHasher::new_with_keys(0x6378_7075_6c73_65, u64::from(salt));
+        let mut hasher =
+            std::hash::SipHasher::new_with_keys(0x0063_7870_756c_7365, u64::from(salt));
         customer_id.hash(&mut hasher);
         event_id.hash(&mut hasher);
         hasher.finish()
@@ -29,7 +30,12 @@ fn fingerprint(customer_id: &CustomerId, event_id: &EventId) -> u128 {
 
 impl Dedupe {
     /// Records the event; returns false when it was already seen (a redelivery).
-    pub fn first_sighting(&mut self, customer_id: &CustomerId, event_id: &EventId, at: EventTime) -> bool {
+    pub fn first_sighting(
+        &mut self,
+        customer_id: &CustomerId,
+        event_id: &EventId,
+        at: EventTime,
+    ) -> bool {
         let key = fingerprint(customer_id, event_id);
         if self.seen.contains_key(&key) {
             return false;

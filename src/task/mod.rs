@@ -148,10 +148,18 @@ impl Task {
     }
 
     /// Applies one valid event; final windows it closes are appended to `emitted`.
-    pub fn apply(&mut self, event: &Event, wall: EventTime, emitted: &mut Vec<FinalWindow>) -> Outcome<'_> {
+    pub fn apply(
+        &mut self,
+        event: &Event,
+        wall: EventTime,
+        emitted: &mut Vec<FinalWindow>,
+    ) -> Outcome<'_> {
         let at = event.occurred_at;
         self.watermark.observe(event.source(), at, wall);
-        if !self.dedupe.first_sighting(&event.customer_id, &event.event_id, at) {
+        if !self
+            .dedupe
+            .first_sighting(&event.customer_id, &event.event_id, at)
+        {
             self.advance(wall, emitted);
             return Outcome::Duplicate;
         }
@@ -179,7 +187,9 @@ impl Task {
                     |channel| settings.sla_threshold(channel),
                     &mut self.measures,
                 );
-                profile.open_tickets = profile.open_tickets.saturating_add_signed(change.open_delta);
+                profile.open_tickets = profile
+                    .open_tickets
+                    .saturating_add_signed(change.open_delta);
                 profile.tickets_opened += u64::from(change.opened);
                 profile.tickets_resolved += u64::from(change.resolved);
                 if let Some(millis) = change.first_response_millis {
@@ -187,7 +197,9 @@ impl Task {
                     profile.first_response_millis_sum += millis;
                 }
             }
-            EventBody::Survey(survey) => apply_survey(profile, survey.response, at, &mut self.measures),
+            EventBody::Survey(survey) => {
+                apply_survey(profile, survey.response, at, &mut self.measures)
+            }
         }
         profile.refresh_classification(&self.settings.profile_rules);
         for (measure_at, measure) in &self.measures {
@@ -236,7 +248,8 @@ fn apply_purchase(
             let previous = profile.last_purchase_at;
             let gap_millis = previous.map(|previous| at.millis() - previous.millis());
             // Coming back after the horizon passed: the customer had churned.
-            if previous.is_some_and(|previous| at >= previous.plus_millis(activity_horizon_millis)) {
+            if previous.is_some_and(|previous| at >= previous.plus_millis(activity_horizon_millis))
+            {
                 profile.reactivated_at = Some(at);
             }
             if let Some(gap) = gap_millis {
@@ -244,7 +257,8 @@ fn apply_purchase(
             }
             profile.orders_placed += 1;
             *profile.revenue_minor.entry(amount.currency).or_default() += amount.amount.0;
-            profile.first_purchase_at = Some(profile.first_purchase_at.map_or(at, |first| first.min(at)));
+            profile.first_purchase_at =
+                Some(profile.first_purchase_at.map_or(at, |first| first.min(at)));
             profile.last_purchase_at = Some(previous.map_or(at, |last| last.max(at)));
             measures.push((
                 at,
@@ -280,13 +294,21 @@ fn apply_survey(
     match response {
         SurveyResponse::Nps { score } => {
             if newer(profile.last_nps) {
-                profile.last_nps = Some(LastScore { score, scale_max: 10, at });
+                profile.last_nps = Some(LastScore {
+                    score,
+                    scale_max: 10,
+                    at,
+                });
             }
             measures.push((at, Measure::NpsResponse(NpsCategory::of(score))));
         }
         SurveyResponse::Csat { score, scale_max } => {
             if newer(profile.last_csat) {
-                profile.last_csat = Some(LastScore { score, scale_max, at });
+                profile.last_csat = Some(LastScore {
+                    score,
+                    scale_max,
+                    at,
+                });
             }
             // score >= 0.8 × scale_max, in integers.
             let satisfied = u32::from(score) * 10 >= u32::from(scale_max) * 8;
@@ -294,7 +316,11 @@ fn apply_survey(
         }
         SurveyResponse::Ces { score, scale_max } => {
             if newer(profile.last_ces) {
-                profile.last_ces = Some(LastScore { score, scale_max, at });
+                profile.last_ces = Some(LastScore {
+                    score,
+                    scale_max,
+                    at,
+                });
             }
             measures.push((at, Measure::CesResponse { score }));
         }

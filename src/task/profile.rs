@@ -217,7 +217,12 @@ impl Profile {
     }
 
     /// Segment at `now`, given the lifecycle at `now`.
-    pub fn segment_at(&self, now: EventTime, lifecycle: Lifecycle, rules: &ProfileRules) -> Segment {
+    pub fn segment_at(
+        &self,
+        now: EventTime,
+        lifecycle: Lifecycle,
+        rules: &ProfileRules,
+    ) -> Segment {
         if lifecycle == Lifecycle::Churned {
             return Segment::Lost;
         }
@@ -276,7 +281,10 @@ mod tests {
         assert_eq!(profile.lifecycle_at(day(100), &rules), Lifecycle::Churned);
         profile.last_purchase_at = Some(day(200));
         profile.reactivated_at = Some(day(200));
-        assert_eq!(profile.lifecycle_at(day(229), &rules), Lifecycle::Reactivated);
+        assert_eq!(
+            profile.lifecycle_at(day(229), &rules),
+            Lifecycle::Reactivated
+        );
         assert_eq!(profile.lifecycle_at(day(230), &rules), Lifecycle::Active);
     }
 
@@ -299,8 +307,18 @@ mod tests {
         assert_eq!(at(190), Segment::Lost);
         profile.returned_minor.insert(eur, 20_000);
         let lifecycle = profile.lifecycle_at(day(110), &rules);
-        assert_eq!(profile.segment_at(day(110), lifecycle, &rules), Segment::Regular);
-        profile.last_nps = Some(LastScore { score: 3, scale_max: 10, at: day(105) });
-        assert_eq!(profile.segment_at(day(110), lifecycle, &rules), Segment::AtRisk);
+        assert_eq!(
+            profile.segment_at(day(110), lifecycle, &rules),
+            Segment::Regular
+        );
+        profile.last_nps = Some(LastScore {
+            score: 3,
+            scale_max: 10,
+            at: day(105),
+        });
+        assert_eq!(
+            profile.segment_at(day(110), lifecycle, &rules),
+            Segment::AtRisk
+        );
     }
 }

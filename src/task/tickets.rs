@@ -111,7 +111,8 @@ impl TicketBook {
                         ticket.sla_breached = true;
                         measures.push((ticket.sla_deadline, Measure::SlaBreach));
                     }
-                    self.sla_timers.remove(&(ticket.sla_deadline, ticket_id.clone()));
+                    self.sla_timers
+                        .remove(&(ticket.sla_deadline, ticket_id.clone()));
                 }
             }
             TicketAction::Resolved => {
@@ -158,7 +159,10 @@ impl TicketBook {
                 break;
             };
             if let Some(ticket) = self.tickets.get_mut(&ticket_id) {
-                if ticket.first_response_at.is_none() && !ticket.sla_breached && ticket.sla_deadline == deadline {
+                if ticket.first_response_at.is_none()
+                    && !ticket.sla_breached
+                    && ticket.sla_deadline == deadline
+                {
                     ticket.sla_breached = true;
                     measures.push((deadline, Measure::SlaBreach));
                 }
@@ -189,11 +193,26 @@ mod tests {
         let mut book = TicketBook::default();
         let id = TicketId::new("t1");
         let mut measures = Vec::new();
-        let opened = TicketAction::Opened { channel: Channel::Chat, priority: None };
+        let opened = TicketAction::Opened {
+            channel: Channel::Chat,
+            priority: None,
+        };
         book.apply(&id, opened, t(0), |_| HOUR, &mut measures);
-        let change = book.apply(&id, TicketAction::AgentReplied, t(2), |_| HOUR, &mut measures);
+        let change = book.apply(
+            &id,
+            TicketAction::AgentReplied,
+            t(2),
+            |_| HOUR,
+            &mut measures,
+        );
         assert_eq!(change.first_response_millis, Some(2 * HOUR));
-        book.apply(&id, TicketAction::AgentReplied, t(3), |_| HOUR, &mut measures);
+        book.apply(
+            &id,
+            TicketAction::AgentReplied,
+            t(3),
+            |_| HOUR,
+            &mut measures,
+        );
         book.apply(&id, TicketAction::Resolved, t(4), |_| HOUR, &mut measures);
         assert_eq!(
             measures,
@@ -201,7 +220,13 @@ mod tests {
                 (t(0), Measure::TicketOpened),
                 (t(2), Measure::FirstResponse { millis: 2 * HOUR }),
                 (t(1), Measure::SlaBreach),
-                (t(4), Measure::TicketResolved { millis: 4 * HOUR, first_contact: false }),
+                (
+                    t(4),
+                    Measure::TicketResolved {
+                        millis: 4 * HOUR,
+                        first_contact: false
+                    }
+                ),
             ]
         );
         // The timer never fires a second breach.
@@ -215,7 +240,10 @@ mod tests {
         let mut book = TicketBook::default();
         let id = TicketId::new("t1");
         let mut measures = Vec::new();
-        let opened = TicketAction::Opened { channel: Channel::Email, priority: None };
+        let opened = TicketAction::Opened {
+            channel: Channel::Email,
+            priority: None,
+        };
         book.apply(&id, opened, t(0), |_| HOUR, &mut measures);
         measures.clear();
         book.fire_sla_timers(t(2), HOUR, &mut measures);
@@ -231,13 +259,40 @@ mod tests {
         let mut book = TicketBook::default();
         let id = TicketId::new("t1");
         let mut measures = Vec::new();
-        let opened = TicketAction::Opened { channel: Channel::Web, priority: None };
+        let opened = TicketAction::Opened {
+            channel: Channel::Web,
+            priority: None,
+        };
         book.apply(&id, opened, t(0), |_| 24 * HOUR, &mut measures);
-        book.apply(&id, TicketAction::AgentReplied, t(1), |_| 24 * HOUR, &mut measures);
-        book.apply(&id, TicketAction::Resolved, t(2), |_| 24 * HOUR, &mut measures);
-        let reopen = book.apply(&id, TicketAction::Reopened, t(3), |_| 24 * HOUR, &mut measures);
+        book.apply(
+            &id,
+            TicketAction::AgentReplied,
+            t(1),
+            |_| 24 * HOUR,
+            &mut measures,
+        );
+        book.apply(
+            &id,
+            TicketAction::Resolved,
+            t(2),
+            |_| 24 * HOUR,
+            &mut measures,
+        );
+        let reopen = book.apply(
+            &id,
+            TicketAction::Reopened,
+            t(3),
+            |_| 24 * HOUR,
+            &mut measures,
+        );
         assert_eq!(reopen.open_delta, 1);
-        book.apply(&id, TicketAction::Resolved, t(5), |_| 24 * HOUR, &mut measures);
+        book.apply(
+            &id,
+            TicketAction::Resolved,
+            t(5),
+            |_| 24 * HOUR,
+            &mut measures,
+        );
         let resolutions: Vec<_> = measures
             .iter()
             .filter_map(|(_, m)| match m {

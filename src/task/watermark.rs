@@ -61,7 +61,11 @@ impl Watermark {
 
     /// Recomputes the watermark at wall time `wall`; it never moves back.
     pub fn update(&mut self, wall: EventTime) -> EventTime {
-        let mut active = self.partitions.iter().filter(|mark| !self.is_idle(mark, wall)).peekable();
+        let mut active = self
+            .partitions
+            .iter()
+            .filter(|mark| !self.is_idle(mark, wall))
+            .peekable();
         let candidate = if active.peek().is_none() {
             // Every partition is quiet: let event time follow the wall clock.
             let elapsed = (wall.millis() - self.last_update_wall.millis()).max(0);
@@ -72,7 +76,11 @@ impl Watermark {
                     .min()
                     .unwrap_or(EventTime::MIN),
             );
-            if base == EventTime::MIN { base } else { base.plus_millis(elapsed) }
+            if base == EventTime::MIN {
+                base
+            } else {
+                base.plus_millis(elapsed)
+            }
         } else {
             active
                 .map(|mark| mark.high.unwrap_or(EventTime::MIN))

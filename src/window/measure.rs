@@ -261,7 +261,11 @@ impl Aggregate {
         t.opened += o.opened;
         t.first_responses += o.first_responses;
         t.first_response_millis_sum += o.first_response_millis_sum;
-        for (bucket, count) in t.first_response_buckets.iter_mut().zip(o.first_response_buckets) {
+        for (bucket, count) in t
+            .first_response_buckets
+            .iter_mut()
+            .zip(o.first_response_buckets)
+        {
             *bucket += count;
         }
         t.resolved += o.resolved;
@@ -307,16 +311,29 @@ mod tests {
             Measure::CsatResponse { satisfied: true },
             Measure::CesResponse { score: 3 },
             Measure::FirstResponse { millis: 70_000 },
-            Measure::TicketResolved { millis: 5, first_contact: true },
-            Measure::OrderPlaced { amount: money, first: false, gap_millis: Some(9) },
+            Measure::TicketResolved {
+                millis: 5,
+                first_contact: true,
+            },
+            Measure::OrderPlaced {
+                amount: money,
+                first: false,
+                gap_millis: Some(9),
+            },
             Measure::OrderReturned { amount: money },
-            Measure::OrderFulfilled { complete_first_shipment: true },
+            Measure::OrderFulfilled {
+                complete_first_shipment: true,
+            },
         ];
         let mut all = Aggregate::default();
         let (mut left, mut right) = (Aggregate::default(), Aggregate::default());
         for (index, measure) in measures.iter().enumerate() {
             all.add(measure);
-            if index % 2 == 0 { left.add(measure) } else { right.add(measure) }
+            if index % 2 == 0 {
+                left.add(measure)
+            } else {
+                right.add(measure)
+            }
         }
         left.merge(&right);
         assert_eq!(left, all);

@@ -125,13 +125,12 @@ impl Windows {
     /// Emits, in end order per spec, every non-empty window made final by `watermark`
     /// (its end plus the allowed lateness is at or before the watermark).
     pub fn advance(&mut self, watermark: EventTime, out: &mut Vec<FinalWindow>) {
-        let closing = watermark.millis().saturating_sub(self.allowed_lateness_millis);
+        let closing = watermark
+            .millis()
+            .saturating_sub(self.allowed_lateness_millis);
         for state in &mut self.specs {
             let (size, step) = (state.spec.size_millis, state.spec.step_millis);
-            loop {
-                let Some(&first_pane) = state.panes.keys().next() else {
-                    break;
-                };
+            while let Some(&first_pane) = state.panes.keys().next() {
                 // The earliest unemitted window that contains any pane.
                 let end = match state.last_emitted {
                     Some(last) => (last + step).max(first_pane + step),
@@ -215,7 +214,10 @@ mod tests {
         assert!(out.is_empty());
         windows.advance(EventTime::from_millis(11 * MINUTE), &mut out);
         assert_eq!(out.len(), 1);
-        assert_eq!((out[0].start.millis(), out[0].end.millis()), (0, 10 * MINUTE));
+        assert_eq!(
+            (out[0].start.millis(), out[0].end.millis()),
+            (0, 10 * MINUTE)
+        );
         windows.advance(EventTime::from_millis(100 * MINUTE), &mut out);
         // [5m,15m) also contains 7m; nothing after.
         assert_eq!(out.len(), 2);

@@ -66,7 +66,9 @@ impl Broker {
         match self {
             Broker::Mock(cluster) => {
                 for spec in specs {
-                    cluster.create_topic(&spec.name, spec.partitions, 1).expect("create topic");
+                    cluster
+                        .create_topic(&spec.name, spec.partitions, 1)
+                        .expect("create topic");
                 }
             }
             Broker::External(_) => topics::ensure(config, &specs).await.expect("create topics"),
@@ -98,9 +100,15 @@ pub fn test_config(broker: &Broker, name: &str) -> Config {
         ("heartbeat.interval.ms", "500"),
         ("max.poll.interval.ms", "10000"),
     ] {
-        config.kafka.consumer.insert(key.into(), cxpulse::config::PropertyValue::Text(value.into()));
+        config.kafka.consumer.insert(
+            key.into(),
+            cxpulse::config::PropertyValue::Text(value.into()),
+        );
     }
-    config.windows = vec![WindowConfig::new("1h", 3600, 900), WindowConfig::new("6h", 6 * 3600, 3600)];
+    config.windows = vec![
+        WindowConfig::new("1h", 3600, 900),
+        WindowConfig::new("6h", 6 * 3600, 3600),
+    ];
     config.processing.idle_timeout = Duration::from_secs(3);
     config.processing.batch_max_wait = Duration::from_millis(20);
     config
@@ -111,10 +119,12 @@ pub async fn start(config: &Config) -> Running {
     let _ = cxpulse::telemetry::install_recorder();
     let config = config.clone();
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || pipeline::start(config, runtime, Arc::new(Shared::default())))
-        .await
-        .expect("join")
-        .expect("pipeline starts")
+    tokio::task::spawn_blocking(move || {
+        pipeline::start(config, runtime, Arc::new(Shared::default()))
+    })
+    .await
+    .expect("join")
+    .expect("pipeline starts")
 }
 
 /// An idempotent producer for test inputs.
@@ -128,7 +138,12 @@ pub fn producer(broker: &Broker) -> FutureProducer {
 }
 
 /// Produces typed events, in order, as JSON (or Protobuf) to their input topics.
-pub async fn produce_events(producer: &FutureProducer, config: &Config, events: &[Event], format: Format) {
+pub async fn produce_events(
+    producer: &FutureProducer,
+    config: &Config,
+    events: &[Event],
+    format: Format,
+) {
     for chunk in events.chunks(1000) {
         let mut deliveries = Vec::new();
         for event in chunk {
@@ -142,7 +157,12 @@ pub async fn produce_events(producer: &FutureProducer, config: &Config, events: 
                 .key(event.customer_id.as_str())
                 .payload(&value)
                 .headers(headers);
-            deliveries.push(producer.send_result(record).map_err(|(e, _)| e).expect("queue"));
+            deliveries.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("queue"),
+            );
         }
         for delivery in deliveries {
             delivery.await.expect("delivered").expect("acknowledged");
@@ -161,9 +181,13 @@ pub async fn produce_raw(
 ) {
     let mut owned = OwnedHeaders::new();
     for (name, value) in headers {
-        owned = owned.insert(Header { key: name, value: Some(*value) });
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(*value),
+        });
     }
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).payload(value).headers(owned);
+    let mut record: FutureRecord<'_, [u8], [u8]> =
+        FutureRecord::to(topic).payload(value).headers(owned);
     if let Some(key) = key {
         record = record.key(key);
     }
@@ -194,7 +218,10 @@ impl ReadRecord {
     }
 
     pub fn header(&self, name: &str) -> &str {
-        self.headers.get(name).map(String::as_str).unwrap_or_default()
+        self.headers
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -226,7 +253,8 @@ pub fn read_until(
                 if partitions > 0 {
                     let mut tpl = TopicPartitionList::new();
                     for partition in 0..partitions as i32 {
-                        tpl.add_partition_offset(topic, partition, Offset::Beginning).expect("tpl");
+                        tpl.add_partition_offset(topic, partition, Offset::Beginning)
+                            .expect("tpl");
                     }
                     consumer.assign(&tpl).expect("assign");
                     assigned = true;
@@ -243,7 +271,8 @@ pub fn read_until(
                             .map(|h| {
                                 (
                                     h.key.to_string(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
                                 )
                             })
                             .collect()
@@ -292,7 +321,10 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
     Some((status, body))
 }
 

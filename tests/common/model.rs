@@ -69,16 +69,32 @@ const BOUNDS: [(i64, &str); 8] = [
 #[derive(Debug, Clone)]
 enum Fact {
     Nps(u8),
-    Csat { score: u8, scale: u8 },
+    Csat {
+        score: u8,
+        scale: u8,
+    },
     Ces(u8),
     Opened,
     FirstResponse(i64),
-    Resolved { millis: i64, first_contact: bool },
+    Resolved {
+        millis: i64,
+        first_contact: bool,
+    },
     Reopened,
     SlaBreach,
-    Placed { currency: String, amount: i64, first: bool, gap: Option<i64> },
-    Returned { currency: String, amount: i64 },
-    Fulfilled { complete: bool },
+    Placed {
+        currency: String,
+        amount: i64,
+        first: bool,
+        gap: Option<i64>,
+    },
+    Returned {
+        currency: String,
+        amount: i64,
+    },
+    Fulfilled {
+        complete: bool,
+    },
 }
 
 /// Derives every fact from the de-duplicated event list, by definition.
@@ -100,7 +116,10 @@ fn facts(events: &[Event], rules: &Rules) -> Vec<(i64, Fact)> {
                 at,
                 match survey.response {
                     SurveyResponse::Nps { score } => Fact::Nps(score),
-                    SurveyResponse::Csat { score, scale_max } => Fact::Csat { score, scale: scale_max },
+                    SurveyResponse::Csat { score, scale_max } => Fact::Csat {
+                        score,
+                        scale: scale_max,
+                    },
                     SurveyResponse::Ces { score, .. } => Fact::Ces(score),
                 },
             )),
@@ -115,11 +134,19 @@ fn facts(events: &[Event], rules: &Rules) -> Vec<(i64, Fact)> {
                     .push(at),
                 PurchaseAction::Returned { amount } => facts.push((
                     at,
-                    Fact::Returned { currency: amount.currency.to_string(), amount: amount.amount.0 },
+                    Fact::Returned {
+                        currency: amount.currency.to_string(),
+                        amount: amount.amount.0,
+                    },
                 )),
-                PurchaseAction::Fulfilled { complete_first_shipment } => {
-                    facts.push((at, Fact::Fulfilled { complete: complete_first_shipment }))
-                }
+                PurchaseAction::Fulfilled {
+                    complete_first_shipment,
+                } => facts.push((
+                    at,
+                    Fact::Fulfilled {
+                        complete: complete_first_shipment,
+                    },
+                )),
             },
         }
     }
@@ -150,7 +177,10 @@ fn facts(events: &[Event], rules: &Rules) -> Vec<(i64, Fact)> {
         };
         facts.push((opened_at, Fact::Opened));
         let deadline = opened_at + rules.sla[channel.name()];
-        let first_reply = history.iter().find(|(_, a)| *a == TicketAction::AgentReplied).map(|(t, _)| *t);
+        let first_reply = history
+            .iter()
+            .find(|(_, a)| *a == TicketAction::AgentReplied)
+            .map(|(t, _)| *t);
         if let Some(reply) = first_reply {
             facts.push((reply, Fact::FirstResponse(reply - opened_at)));
         }
@@ -168,7 +198,10 @@ fn facts(events: &[Event], rules: &Rules) -> Vec<(i64, Fact)> {
                 }
                 TicketAction::Resolved => facts.push((
                     *at,
-                    Fact::Resolved { millis: at - opened_at, first_contact: replies == 1 && !reopened },
+                    Fact::Resolved {
+                        millis: at - opened_at,
+                        first_contact: replies == 1 && !reopened,
+                    },
                 )),
                 _ => {}
             }
@@ -231,18 +264,29 @@ fn add(counts: &mut Counts, fact: &Fact) {
             counts.first_response_millis_sum += millis;
             for (bound, label) in BOUNDS {
                 if bound == i64::MAX || *millis <= bound * 1000 {
-                    *counts.first_response_buckets.entry(label.to_string()).or_default() += 1;
+                    *counts
+                        .first_response_buckets
+                        .entry(label.to_string())
+                        .or_default() += 1;
                 }
             }
         }
-        Fact::Resolved { millis, first_contact } => {
+        Fact::Resolved {
+            millis,
+            first_contact,
+        } => {
             counts.resolved += 1;
             counts.resolution_millis_sum += millis;
             counts.first_contact_resolutions += u64::from(*first_contact);
         }
         Fact::Reopened => counts.reopened += 1,
         Fact::SlaBreach => counts.sla_breaches += 1,
-        Fact::Placed { currency, amount, first, gap } => {
+        Fact::Placed {
+            currency,
+            amount,
+            first,
+            gap,
+        } => {
             counts.placed += 1;
             *counts.revenue_minor.entry(currency.clone()).or_default() += amount;
             counts.new_customers += u64::from(*first);
@@ -263,16 +307,23 @@ fn add(counts: &mut Counts, fact: &Fact) {
 }
 
 fn u(value: &Value) -> u64 {
-    value.as_u64().unwrap_or_else(|| panic!("not an unsigned integer: {value}"))
+    value
+        .as_u64()
+        .unwrap_or_else(|| panic!("not an unsigned integer: {value}"))
 }
 
 fn millis(value: &Value) -> i64 {
-    (value.as_f64().unwrap_or_else(|| panic!("not a number: {value}")) * 1000.0).round() as i64
+    (value
+        .as_f64()
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+        * 1000.0)
+        .round() as i64
 }
 
 fn money(totals: &mut BTreeMap<String, i64>, value: &Value) {
     for (currency, amount) in value.as_object().expect("money object") {
-        *totals.entry(currency.clone()).or_default() += amount.as_i64().expect("integer minor units");
+        *totals.entry(currency.clone()).or_default() +=
+            amount.as_i64().expect("integer minor units");
     }
 }
 
@@ -283,11 +334,18 @@ pub fn add_result(counts: &mut Counts, result: &Value) {
     counts.nps_passives += u(&nps["passives"]);
     counts.nps_detractors += u(&nps["detractors"]);
     let responses = u(&nps["responses"]);
-    assert_eq!(responses, u(&nps["promoters"]) + u(&nps["passives"]) + u(&nps["detractors"]));
+    assert_eq!(
+        responses,
+        u(&nps["promoters"]) + u(&nps["passives"]) + u(&nps["detractors"])
+    );
     let expected_score = (responses > 0).then(|| {
         100.0 * (u(&nps["promoters"]) as f64 - u(&nps["detractors"]) as f64) / responses as f64
     });
-    assert_eq!(nps["score"].as_f64(), expected_score, "nps.score of {result}");
+    assert_eq!(
+        nps["score"].as_f64(),
+        expected_score,
+        "nps.score of {result}"
+    );
     let csat = &result["csat"];
     counts.csat_responses += u(&csat["responses"]);
     counts.csat_satisfied += u(&csat["satisfied"]);
@@ -298,15 +356,29 @@ pub fn add_result(counts: &mut Counts, result: &Value) {
     counts.opened += u(&tickets["opened"]);
     counts.first_responses += u(&tickets["first_responses"]);
     counts.first_response_millis_sum += millis(&tickets["first_response_seconds_sum"]);
-    for (label, value) in tickets["first_response_buckets"].as_object().expect("buckets") {
-        *counts.first_response_buckets.entry(label.clone()).or_default() += u(value);
+    for (label, value) in tickets["first_response_buckets"]
+        .as_object()
+        .expect("buckets")
+    {
+        *counts
+            .first_response_buckets
+            .entry(label.clone())
+            .or_default() += u(value);
     }
     let first_responses = u(&tickets["first_responses"]);
     let expected_mean = (first_responses > 0).then(|| {
-        (millis(&tickets["first_response_seconds_sum"]) as f64 / first_responses as f64).round() / 1000.0
+        (millis(&tickets["first_response_seconds_sum"]) as f64 / first_responses as f64).round()
+            / 1000.0
     });
-    assert_eq!(tickets["mean_first_response_seconds"].as_f64(), expected_mean, "{result}");
-    assert_eq!(u(&tickets["first_response_buckets"]["+Inf"]), first_responses);
+    assert_eq!(
+        tickets["mean_first_response_seconds"].as_f64(),
+        expected_mean,
+        "{result}"
+    );
+    assert_eq!(
+        u(&tickets["first_response_buckets"]["+Inf"]),
+        first_responses
+    );
     counts.resolved += u(&tickets["resolved"]);
     counts.resolution_millis_sum += millis(&tickets["resolution_seconds_sum"]);
     counts.first_contact_resolutions += u(&tickets["first_contact_resolutions"]);
@@ -314,7 +386,11 @@ pub fn add_result(counts: &mut Counts, result: &Value) {
     counts.sla_breaches += u(&tickets["sla_breaches"]);
     let opened = u(&tickets["opened"]);
     let expected_rate = (opened > 0).then(|| u(&tickets["resolved"]) as f64 / opened as f64);
-    assert_eq!(tickets["resolution_rate"].as_f64(), expected_rate, "{result}");
+    assert_eq!(
+        tickets["resolution_rate"].as_f64(),
+        expected_rate,
+        "{result}"
+    );
     let orders = &result["orders"];
     counts.placed += u(&orders["placed"]);
     money(&mut counts.revenue_minor, &orders["revenue_minor"]);
