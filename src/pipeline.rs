@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use metrics::{counter, gauge, histogram};
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
@@ -219,7 +220,12 @@ impl Loop {
         }
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => info!("final offsets committed"),
-            Err(error) => debug!(%error, "no final commit"),
+            Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {
+                info!("all offsets were already committed")
+            }
+            Err(error) => {
+                warn!(%error, "final commit failed; the next owner replays from the last commit")
+            }
         }
         self.consumer.unsubscribe();
         self.shared.ready.store(false, Ordering::SeqCst);

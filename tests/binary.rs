@@ -150,7 +150,11 @@ async fn run_serves_http_and_stops_cleanly_on_sigterm() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "exit status {status}: {stderr}");
     assert!(
-        stderr.contains("\"message\":\"final offsets committed\""),
-        "JSON logs with the final commit: {stderr}"
+        stderr.contains("\"message\":\"shutdown requested\""),
+        "JSON logs: {stderr}"
+    );
+    assert!(
+        stderr.contains("\"message\":\"pipeline stopped\""),
+        "clean stop: {stderr}"
     );
 }
