@@ -420,7 +420,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment = figment.merge(Env::prefixed("CXPULSE_").split("__"));
+        // CXPULSE_CONFIG names the file (`--config`); it is not a key.
+        let environment = Env::prefixed("CXPULSE_")
+            .filter(|key| !key.as_str().eq_ignore_ascii_case("config"))
+            .split("__");
+        figment = figment.merge(environment);
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
         Ok(config)

@@ -48,7 +48,8 @@ fn check_config_names_the_bad_key() {
     assert!(stderr.contains("processing.max_record_bytes"), "{stderr}");
 
     let output = cxpulse()
-        .args(["check-config", "--config", "config/default.toml"])
+        .arg("check-config")
+        .env("CXPULSE_CONFIG", "deploy/cxpulse.toml")
         .env("CXPULSE_KAFKA__BOOTSTRAP_SERVERS", "broker-0:9092")
         .output()
         .unwrap();
