@@ -1,5 +1,6 @@
 //! Commands: `run`, `check-config`, `generate` and `demo`.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,7 +161,8 @@ fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
 fn check_config(args: &ConfigArgs) -> anyhow::Result<()> {
     let config = load(args)?;
     let rendered = toml_summary(&config)?;
-    println!("configuration is valid:\n{rendered}");
+    // A closed pipe (`| head`) is not an error of the configuration.
+    let _ = writeln!(std::io::stdout(), "configuration is valid:\n{rendered}");
     Ok(())
 }
 
