@@ -85,6 +85,8 @@ pub const WINDOW_REVENUE_MINOR: &str = "cxpulse_window_revenue_minor";
 pub const WINDOW_RETURNED_MINOR: &str = "cxpulse_window_returned_minor";
 /// Sum of gaps before repeat purchases in the latest final window.
 pub const WINDOW_REPEAT_GAP_SUM: &str = "cxpulse_window_repeat_gap_seconds_sum";
+/// Retention inputs of the latest final window (`measure` = start | end | new).
+pub const WINDOW_RETENTION_CUSTOMERS: &str = "cxpulse_window_retention_customers";
 /// End of the latest final window (Unix seconds).
 pub const WINDOW_END: &str = "cxpulse_window_end_timestamp_seconds";
 
@@ -234,6 +236,10 @@ fn describe() {
         Unit::Seconds,
         "Sum of gaps before repeat purchases in the latest final window."
     );
+    describe_gauge!(
+        WINDOW_RETENTION_CUSTOMERS,
+        "Active customers at the start (S) and end (E) of the latest final window, and new customers (N)."
+    );
     describe_gauge!(WINDOW_END, Unit::Seconds, "End of the latest final window.");
 }
 
@@ -353,6 +359,13 @@ impl WindowGauges {
             gauge!(WINDOW_REVENUE_MINOR, &all).set(revenue as f64);
             gauge!(WINDOW_RETURNED_MINOR, &all).set(returned as f64);
         }
+        for (measure, value) in [
+            ("start", window.retention.at_start),
+            ("end", window.retention.at_end),
+            ("new", orders.new_customers),
+        ] {
+            gauge!(WINDOW_RETENTION_CUSTOMERS, &with("measure", measure)).set(value as f64);
+        }
         gauge!(WINDOW_END, &labels).set(seconds(window.end.millis()));
     }
 
@@ -364,6 +377,7 @@ impl WindowGauges {
                 start: crate::event::EventTime::from_millis(0),
                 end: crate::event::EventTime::from_millis(0),
                 aggregate: Default::default(),
+                retention: Default::default(),
             };
             self.publish(task, &empty);
         }

@@ -102,7 +102,11 @@ impl Task {
     pub fn new(id: u32, settings: Arc<TaskSettings>, wall: EventTime) -> Self {
         Task {
             id,
-            windows: Windows::new(&settings.windows, settings.allowed_lateness_millis),
+            windows: Windows::new(
+                &settings.windows,
+                settings.allowed_lateness_millis,
+                settings.profile_rules.activity_horizon_millis,
+            ),
             watermark: Watermark::new(settings.idle_timeout_millis, wall),
             settings,
             profiles: HashMap::new(),

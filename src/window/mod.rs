@@ -9,11 +9,13 @@
 
 pub mod measure;
 pub mod result;
+pub mod retention;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub use measure::{Aggregate, Measure};
+use retention::ActiveCustomers;
 
 use crate::config::WindowConfig;
 use crate::event::EventTime;
@@ -61,6 +63,17 @@ pub struct FinalWindow {
     pub end: EventTime,
     /// Merged counts of the window's panes.
     pub aggregate: Aggregate,
+    /// Active customers at the start and at the end: `A(start)`, `A(end)`.
+    pub retention: ActiveAtBounds,
+}
+
+/// `S = A(e − size)` and `E = A(e)` of a window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActiveAtBounds {
+    /// Customers active at the window's start.
+    pub at_start: u64,
+    /// Customers active at the window's end.
+    pub at_end: u64,
 }
 
 /// The panes and emission progress of one window spec.
@@ -87,11 +100,22 @@ impl SpecState {
 pub struct Windows {
     specs: Vec<SpecState>,
     allowed_lateness_millis: i64,
+    /// `A(t)`, queried at the start and end of every emitted window (two cursors per spec).
+    active: ActiveCustomers,
+    /// See [`Windows::skipped`].
+    skipped: u64,
 }
 
+/// Most windows of one spec emitted by one watermark advance.
+pub const MAX_WINDOWS_PER_ADVANCE: i64 = 100_000;
+
 impl Windows {
-    /// Empty windows for the given specs.
-    pub fn new(specs: &[WindowSpec], allowed_lateness_millis: i64) -> Self {
+    /// Empty windows for the given specs; `activity_horizon_millis` defines active customers.
+    pub fn new(
+        specs: &[WindowSpec],
+        allowed_lateness_millis: i64,
+        activity_horizon_millis: i64,
+    ) -> Self {
         Windows {
             specs: specs
                 .iter()
@@ -102,6 +126,8 @@ impl Windows {
                 })
                 .collect(),
             allowed_lateness_millis,
+            active: ActiveCustomers::new(activity_horizon_millis, 2 * specs.len()),
+            skipped: 0,
         }
     }
 
@@ -113,7 +139,12 @@ impl Windows {
     }
 
     /// Adds `measure` to the panes containing `at` that can still be emitted.
+    /// A purchase also updates the active-customer index, late or not.
     pub fn record(&mut self, at: EventTime, measure: &Measure) {
+        if let Measure::OrderPlaced { gap_millis, .. } = measure {
+            self.active
+                .purchase(at, gap_millis.map(|gap| at.plus_millis(-gap)));
+        }
         for state in &mut self.specs {
             let pane = state.spec.pane_of(at);
             if !state.pane_closed(pane) {
@@ -122,22 +153,33 @@ impl Windows {
         }
     }
 
-    /// Emits, in end order per spec, every non-empty window made final by `watermark`
-    /// (its end plus the allowed lateness is at or before the watermark).
+    /// Emits, in end order per spec, every window made final by `watermark` (its end
+    /// plus the allowed lateness is at or before the watermark), from the first
+    /// window containing a measure onwards, empty ones included: every task then
+    /// reports every boundary, so results add up across tasks and gauges never
+    /// show a stale window.
     pub fn advance(&mut self, watermark: EventTime, out: &mut Vec<FinalWindow>) {
         let closing = watermark
             .millis()
             .saturating_sub(self.allowed_lateness_millis);
-        for state in &mut self.specs {
+        for (index, state) in self.specs.iter_mut().enumerate() {
             let (size, step) = (state.spec.size_millis, state.spec.step_millis);
-            while let Some(&first_pane) = state.panes.keys().next() {
-                // The earliest unemitted window that contains any pane.
-                let end = match state.last_emitted {
-                    Some(last) => (last + step).max(first_pane + step),
-                    None => first_pane + step,
+            loop {
+                let end = match (state.last_emitted, state.panes.keys().next()) {
+                    (Some(last), _) => last + step,
+                    (None, Some(first_pane)) => first_pane + step,
+                    (None, None) => break,
                 };
                 if end > closing {
                     break;
+                }
+                // A watermark jump (years of silence) must not flood the outputs.
+                let pending = (closing - end) / step + 1;
+                if pending > MAX_WINDOWS_PER_ADVANCE {
+                    let skipped = pending - MAX_WINDOWS_PER_ADVANCE;
+                    state.last_emitted = Some(end - step + skipped * step);
+                    self.skipped += skipped as u64;
+                    continue;
                 }
                 let start = end - size;
                 let mut aggregate = Aggregate::default();
@@ -152,26 +194,36 @@ impl Windows {
                     }
                     entry.remove();
                 }
+                let (start, end) = (EventTime::from_millis(start), EventTime::from_millis(end));
+                let retention = ActiveAtBounds {
+                    at_start: self.active.active_at(2 * index, start),
+                    at_end: self.active.active_at(2 * index + 1, end),
+                };
                 out.push(FinalWindow {
                     name: state.spec.name.clone(),
-                    start: EventTime::from_millis(start),
-                    end: EventTime::from_millis(end),
+                    start,
+                    end,
                     aggregate,
+                    retention,
                 });
             }
         }
     }
 
-    /// The earliest watermark at which some window becomes final, if any pane is pending.
+    /// Windows skipped because the watermark jumped further than
+    /// [`MAX_WINDOWS_PER_ADVANCE`] boundaries at once.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+
+    /// The earliest watermark at which another window becomes final, once any measure was seen.
     pub fn next_deadline(&self) -> Option<EventTime> {
         self.specs
             .iter()
             .filter_map(|state| {
-                let first_pane = *state.panes.keys().next()?;
-                let step = state.spec.step_millis;
                 let end = match state.last_emitted {
-                    Some(last) => (last + step).max(first_pane + step),
-                    None => first_pane + step,
+                    Some(last) => last + state.spec.step_millis,
+                    None => *state.panes.keys().next()? + state.spec.step_millis,
                 };
                 Some(EventTime::from_millis(end + self.allowed_lateness_millis))
             })
@@ -182,6 +234,11 @@ impl Windows {
     pub fn pane_count(&self) -> usize {
         self.specs.iter().map(|state| state.panes.len()).sum()
     }
+
+    /// Entries of the active-customer index.
+    pub fn active_index_len(&self) -> usize {
+        self.active.len()
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +247,7 @@ mod tests {
     use crate::event::NpsCategory;
 
     const MINUTE: i64 = 60_000;
+    const DAY: i64 = 1440 * MINUTE;
 
     fn spec(name: &str, size: i64, step: i64) -> WindowSpec {
         WindowSpec {
@@ -205,7 +263,7 @@ mod tests {
 
     #[test]
     fn every_window_containing_an_event_is_emitted_once_when_final() {
-        let mut windows = Windows::new(&[spec("10m", 10 * MINUTE, 5 * MINUTE)], MINUTE);
+        let mut windows = Windows::new(&[spec("10m", 10 * MINUTE, 5 * MINUTE)], MINUTE, DAY);
         let at = EventTime::from_millis(7 * MINUTE);
         windows.record(at, &promoter());
         let mut out = Vec::new();
@@ -218,19 +276,17 @@ mod tests {
             (out[0].start.millis(), out[0].end.millis()),
             (0, 10 * MINUTE)
         );
-        windows.advance(EventTime::from_millis(100 * MINUTE), &mut out);
-        // [5m,15m) also contains 7m; nothing after.
+        windows.advance(EventTime::from_millis(16 * MINUTE), &mut out);
+        // [5m,15m) also contains 7m; windows after it are empty.
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].end.millis(), 15 * MINUTE);
         assert_eq!(out[1].aggregate.nps.promoters, 1);
-        windows.advance(EventTime::from_millis(200 * MINUTE), &mut out);
-        assert_eq!(out.len(), 2);
         assert_eq!(windows.pane_count(), 0);
     }
 
     #[test]
     fn late_measures_change_no_emitted_window() {
-        let mut windows = Windows::new(&[spec("5m", 5 * MINUTE, 5 * MINUTE)], 0);
+        let mut windows = Windows::new(&[spec("5m", 5 * MINUTE, 5 * MINUTE)], 0, DAY);
         windows.record(EventTime::from_millis(MINUTE), &promoter());
         let mut out = Vec::new();
         windows.advance(EventTime::from_millis(5 * MINUTE), &mut out);
@@ -238,20 +294,35 @@ mod tests {
         let late = EventTime::from_millis(2 * MINUTE);
         assert!(windows.is_late(late));
         windows.record(late, &promoter());
-        windows.advance(EventTime::from_millis(50 * MINUTE), &mut out);
-        assert_eq!(out.len(), 1);
-        assert!(!windows.is_late(EventTime::from_millis(5 * MINUTE)));
+        windows.advance(EventTime::from_millis(10 * MINUTE), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].aggregate, Aggregate::default());
+        assert!(!windows.is_late(EventTime::from_millis(10 * MINUTE)));
     }
 
     #[test]
-    fn gaps_without_events_emit_nothing() {
-        let mut windows = Windows::new(&[spec("1m", MINUTE, MINUTE)], 0);
-        windows.record(EventTime::from_millis(0), &promoter());
-        windows.record(EventTime::from_millis(1000 * MINUTE), &promoter());
+    fn every_boundary_after_the_first_measure_is_emitted_even_when_empty() {
+        let mut windows = Windows::new(&[spec("1m", MINUTE, MINUTE)], 0, DAY);
+        windows.record(EventTime::from_millis(5 * MINUTE), &promoter());
+        windows.record(EventTime::from_millis(9 * MINUTE), &promoter());
         let mut out = Vec::new();
-        windows.advance(EventTime::from_millis(2000 * MINUTE), &mut out);
+        windows.advance(EventTime::from_millis(12 * MINUTE), &mut out);
         let ends: Vec<i64> = out.iter().map(|w| w.end.millis() / MINUTE).collect();
-        assert_eq!(ends, [1, 1001]);
+        assert_eq!(ends, [6, 7, 8, 9, 10, 11, 12]);
+        let counts: Vec<u64> = out.iter().map(|w| w.aggregate.nps.promoters).collect();
+        assert_eq!(counts, [1, 0, 0, 0, 1, 0, 0]);
+    }
+
+    #[test]
+    fn a_huge_watermark_jump_is_capped() {
+        let mut windows = Windows::new(&[spec("1m", MINUTE, MINUTE)], 0, DAY);
+        windows.record(EventTime::from_millis(0), &promoter());
+        let mut out = Vec::new();
+        let jump = MAX_WINDOWS_PER_ADVANCE + 50;
+        windows.advance(EventTime::from_millis(jump * MINUTE), &mut out);
+        assert_eq!(out.len() as i64, MAX_WINDOWS_PER_ADVANCE);
+        assert_eq!(windows.skipped(), 50);
+        assert_eq!(out.last().map(|w| w.end.millis()), Some(jump * MINUTE));
     }
 
     #[test]

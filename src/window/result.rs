@@ -120,7 +120,16 @@ pub fn window_result(window: &FinalWindow, task: u32) -> proto::WindowResult {
                 orders.repeat_purchases,
             ),
         }),
-        retention: None,
+        retention: Some(proto::RetentionResult {
+            customers_at_start: window.retention.at_start,
+            customers_at_end: window.retention.at_end,
+            new_customers: orders.new_customers,
+            // ((E − N) / S) × 100
+            rate: ratio(
+                100.0 * (window.retention.at_end as f64 - orders.new_customers as f64),
+                window.retention.at_start,
+            ),
+        }),
     }
 }
 
@@ -139,6 +148,7 @@ mod tests {
                 start: EventTime::from_millis(0),
                 end: EventTime::from_millis(3_600_000),
                 aggregate: aggregate.clone(),
+                retention: Default::default(),
             },
             3,
         );
@@ -163,6 +173,7 @@ mod tests {
                 start: EventTime::from_millis(0),
                 end: EventTime::from_millis(3_600_000),
                 aggregate,
+                retention: Default::default(),
             },
             3,
         );

@@ -36,6 +36,9 @@ pub struct Counts {
     pub new_customers: u64,
     pub repeat_purchases: u64,
     pub repeat_gap_millis_sum: i64,
+    /// A(e − size) and A(e).
+    pub customers_at_start: u64,
+    pub customers_at_end: u64,
 }
 
 /// Window spec: name, size and step in ms.
@@ -52,6 +55,8 @@ pub struct Rules {
     pub specs: Vec<Spec>,
     /// SLA threshold per channel name, ms.
     pub sla: HashMap<&'static str, i64>,
+    /// Activity horizon, ms.
+    pub horizon: i64,
 }
 
 const BOUNDS: [(i64, &str); 8] = [
@@ -210,19 +215,43 @@ fn facts(events: &[Event], rules: &Rules) -> Vec<(i64, Fact)> {
     facts
 }
 
-/// Every window (by name and end) that contains at least one fact and ends at or before `last_end`.
-pub fn windows(events: &[Event], rules: &Rules, last_end: i64) -> BTreeMap<(String, i64), Counts> {
+/// Every window (by name and end) whose end lies in `[first_end, last_end]`, empty or not.
+pub fn windows(
+    events: &[Event],
+    rules: &Rules,
+    first_end: i64,
+    last_end: i64,
+) -> BTreeMap<(String, i64), Counts> {
     let facts = facts(events, rules);
+    let placed: Vec<(String, i64)> = {
+        let mut seen = HashSet::new();
+        events
+            .iter()
+            .filter(|e| seen.insert((e.customer_id.clone(), e.event_id.clone())))
+            .filter_map(|e| match &e.body {
+                EventBody::Purchase(p) if matches!(p.action, PurchaseAction::Placed { .. }) => {
+                    Some((e.customer_id.to_string(), e.occurred_at.millis()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    // A(t): customers with at least one placed in [t − horizon, t).
+    let active = |t: i64| -> u64 {
+        placed
+            .iter()
+            .filter(|(_, p)| t - rules.horizon <= *p && *p < t)
+            .map(|(c, _)| c.as_str())
+            .collect::<HashSet<_>>()
+            .len() as u64
+    };
     let mut result = BTreeMap::new();
     for spec in &rules.specs {
-        let ends: BTreeSet<i64> = facts
-            .iter()
-            .flat_map(|(at, _)| {
-                // Every boundary e with e - size <= at < e.
-                let first = (at.div_euclid(spec.step) + 1) * spec.step;
-                (0..spec.size / spec.step).map(move |k| first + k * spec.step)
-            })
-            .filter(|end| *end <= last_end)
+        let first = first_end.div_euclid(spec.step) * spec.step;
+        let ends: BTreeSet<i64> = (0..)
+            .map(|k| first + k * spec.step)
+            .skip_while(|end| *end < first_end)
+            .take_while(|end| *end <= last_end)
             .collect();
         for end in ends {
             let mut counts = Counts::default();
@@ -235,6 +264,8 @@ pub fn windows(events: &[Event], rules: &Rules, last_end: i64) -> BTreeMap<(Stri
                 }
                 add(&mut counts, fact);
             }
+            counts.customers_at_start = active(end - spec.size);
+            counts.customers_at_end = active(end);
             result.insert((spec.name.clone(), end), counts);
         }
     }
@@ -401,4 +432,19 @@ pub fn add_result(counts: &mut Counts, result: &Value) {
     counts.new_customers += u(&orders["new_customers"]);
     counts.repeat_purchases += u(&orders["repeat_purchases"]);
     counts.repeat_gap_millis_sum += millis(&orders["repeat_gap_seconds_sum"]);
+    let retention = &result["retention"];
+    let (start, end) = (
+        u(&retention["customers_at_start"]),
+        u(&retention["customers_at_end"]),
+    );
+    counts.customers_at_start += start;
+    counts.customers_at_end += end;
+    assert_eq!(u(&retention["new_customers"]), u(&orders["new_customers"]));
+    let expected_rate = (start > 0)
+        .then(|| 100.0 * (end as f64 - u(&orders["new_customers"]) as f64) / start as f64);
+    assert_eq!(
+        retention["rate"].as_f64(),
+        expected_rate,
+        "retention.rate of {result}"
+    );
 }
