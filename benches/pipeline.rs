@@ -245,7 +245,6 @@ fn main() {
     // creation time, both stamped by librdkafka on this machine's clock.
     let input_times = read_timestamps(
         &cluster,
-        &config,
         &Source::ALL.map(|s| config.topics.input(s).to_string()),
         partitions,
         live_start,
