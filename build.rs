@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "OrdersResult",
         "RetentionResult",
         "WindowResult",
+        "Signal",
     ] {
         config.type_attribute(
             format!(".cxpulse.v1.{message}"),

@@ -12,6 +12,7 @@ use crate::config::TopicsConfig;
 use crate::decode::{DecodeError, Format};
 use crate::event::{Event, EventBody, EventTime, PurchaseAction, SurveyResponse, TicketAction};
 use crate::proto;
+use crate::task::signal::{Cause, Signal};
 use crate::task::Profile;
 use crate::window::result::{mean_seconds, window_result};
 use crate::window::FinalWindow;
@@ -28,7 +29,8 @@ pub struct SourcePosition {
 }
 
 impl SourcePosition {
-    fn id(&self, kind: &str) -> String {
+    /// The deterministic id of the record of `kind` derived from this position.
+    pub fn id(&self, kind: &str) -> String {
         format!("{}/{}/{}/{kind}", self.topic, self.partition, self.offset)
     }
 }
@@ -115,13 +117,54 @@ impl Encoder {
 
     /// The `cx.profiles` record of a profile changed by the record at `position`.
     pub fn profile(&self, profile: &Profile, position: &SourcePosition) -> OutputRecord {
+        self.profile_with_id(profile, position.id("profile"))
+    }
+
+    /// The `cx.profiles` record of a profile changed by a timer named `cause`.
+    pub fn profile_by_timer(&self, profile: &Profile, cause: &str) -> OutputRecord {
+        self.profile_with_id(profile, format!("{}/profile/{cause}", profile.customer_id))
+    }
+
+    fn profile_with_id(&self, profile: &Profile, event_id: String) -> OutputRecord {
         self.record(
             &self.topics.profiles,
             profile.customer_id.as_str().as_bytes().to_vec(),
             &profile_message(profile),
-            position.id("profile"),
+            event_id,
             "io.cxpulse.profile.v1",
-            profile.last_seen,
+            profile.as_of,
+        )
+    }
+
+    /// The `cx.signals` record of a signal; `position` is the record being applied, if any.
+    pub fn signal(&self, signal: &Signal, position: Option<&SourcePosition>) -> OutputRecord {
+        let kind = signal.kind.name();
+        let event_id = match (&signal.cause, position) {
+            (Cause::Record, Some(position)) => position.id(kind),
+            (Cause::Key(key), _) => format!("{}/{kind}/{key}", signal.customer_id),
+            (Cause::Record, None) => {
+                format!("{}/{kind}/{}", signal.customer_id, signal.at.millis())
+            }
+        };
+        let message = proto::Signal {
+            event_id: event_id.clone(),
+            r#type: kind.to_string(),
+            customer_id: signal.customer_id.to_string(),
+            occurred_at: signal.at.to_rfc3339(),
+            ticket_id: signal.ticket_id.as_ref().map(|id| id.to_string()),
+            segment: signal.segment.name().to_string(),
+            previous_segment: signal
+                .previous_segment
+                .map(|segment| segment.name().to_string()),
+            lifecycle: signal.lifecycle.name().to_string(),
+        };
+        self.record(
+            &self.topics.signals,
+            signal.customer_id.as_str().as_bytes().to_vec(),
+            &message,
+            event_id,
+            &format!("io.cxpulse.signal.{kind}.v1"),
+            signal.at,
         )
     }
 

@@ -32,7 +32,7 @@ use crate::event::{Event, EventTime, Source};
 use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition};
 use crate::sink::Sink;
 use crate::source::{self, Assignment, InputConsumer};
-use crate::task::{Outcome, Task, TaskSettings};
+use crate::task::{Emitted, Outcome, Task, TaskSettings};
 use crate::telemetry::{self, TopicCounters, WindowGauges};
 use crate::window::FinalWindow;
 
@@ -375,7 +375,7 @@ impl Loop {
         let mut outputs = Vec::new();
         let mut offsets = BTreeMap::new();
         let mut appended_at = Vec::with_capacity(records.len());
-        let mut finals = Vec::new();
+        let mut emitted = Vec::new();
         // Per task, per source: records in offset order with their decoded events.
         let mut queues: HashMap<u32, [VecDeque<(InputRecord, Result<Event, DecodeError>)>; 3]> =
             HashMap::new();
@@ -399,7 +399,7 @@ impl Loop {
                 continue;
             };
             while let Some((record, decoded)) = pop_earliest(&mut queue) {
-                self.apply_record(task, &record, decoded, wall, &mut outputs, &mut finals);
+                self.apply_record(task, &record, decoded, wall, &mut outputs, &mut emitted);
                 offsets.insert(
                     (record.position.topic.clone(), record.position.partition),
                     record.position.offset + 1,
@@ -407,12 +407,12 @@ impl Loop {
                 if let Some(at) = record.appended_at {
                     appended_at.push(at);
                 }
-                self.publish_windows(task_id, &mut finals, &mut outputs);
+                self.publish(task_id, &mut emitted, &mut outputs, Some(&record.position));
             }
         }
         for (task_id, task) in tasks.iter_mut() {
-            task.tick(wall, &mut finals);
-            self.publish_windows(*task_id, &mut finals, &mut outputs);
+            task.tick(wall, &mut emitted);
+            self.publish(*task_id, &mut emitted, &mut outputs, None);
             let label = task_id.to_string();
             let watermark = task.watermark();
             if watermark != EventTime::MIN {
@@ -420,7 +420,11 @@ impl Loop {
                     .set(watermark.millis() as f64 / 1000.0);
             }
             gauge!(telemetry::PROFILES, "task" => label.clone()).set(task.profile_count() as f64);
-            gauge!(telemetry::TICKETS_TRACKED, "task" => label).set(task.ticket_count() as f64);
+            gauge!(telemetry::TICKETS_TRACKED, "task" => label.clone())
+                .set(task.ticket_count() as f64);
+            gauge!(telemetry::TIMERS_PENDING, "task" => label.clone())
+                .set(task.timer_count() as f64);
+            gauge!(telemetry::WINDOWS_SKIPPED, "task" => label).set(task.windows_skipped() as f64);
         }
         (outputs, offsets, appended_at)
     }
@@ -432,7 +436,7 @@ impl Loop {
         decoded: Result<Event, DecodeError>,
         wall: EventTime,
         outputs: &mut Vec<OutputRecord>,
-        finals: &mut Vec<FinalWindow>,
+        emitted: &mut Vec<Emitted>,
     ) {
         let counters = &self.counters[record.source.index()];
         let event = match decoded {
@@ -457,7 +461,7 @@ impl Loop {
                 return;
             }
         };
-        match task.apply(&event, wall, finals) {
+        match task.apply(&event, wall, emitted) {
             Outcome::Duplicate => counters.duplicate.increment(1),
             Outcome::Applied {
                 profile,
@@ -476,20 +480,34 @@ impl Loop {
         }
     }
 
-    fn publish_windows(
+    /// Turns what a task emitted into output records (and window gauges);
+    /// `position` is the input record being applied, if any.
+    fn publish(
         &mut self,
         task: u32,
-        finals: &mut Vec<FinalWindow>,
+        emitted: &mut Vec<Emitted>,
         outputs: &mut Vec<OutputRecord>,
+        position: Option<&SourcePosition>,
     ) {
-        if finals.is_empty() {
+        if emitted.is_empty() {
             return;
         }
         let mut latest = self.shared.latest_windows();
-        for window in finals.drain(..) {
-            outputs.push(self.encoder.window(&window, task));
-            self.gauges.publish(task, &window);
-            latest.insert((window.name.clone(), task), window);
+        for item in emitted.drain(..) {
+            match item {
+                Emitted::Window(window) => {
+                    outputs.push(self.encoder.window(&window, task));
+                    self.gauges.publish(task, &window);
+                    latest.insert((window.name.clone(), task), *window);
+                }
+                Emitted::Signal(signal) => {
+                    counter!(telemetry::SIGNALS, "type" => signal.kind.name()).increment(1);
+                    outputs.push(self.encoder.signal(&signal, position));
+                }
+                Emitted::Profile { profile, cause } => {
+                    outputs.push(self.encoder.profile_by_timer(&profile, &cause));
+                }
+            }
         }
     }
 }

@@ -59,6 +59,12 @@ pub const ORDERS: &str = "cxpulse_orders_total";
 pub const REVENUE_MINOR: &str = "cxpulse_revenue_minor_total";
 /// Returned value, per currency.
 pub const RETURNED_MINOR: &str = "cxpulse_returned_minor_total";
+/// Signals published, per type.
+pub const SIGNALS: &str = "cxpulse_signals_total";
+/// Windows skipped after a huge watermark jump.
+pub const WINDOWS_SKIPPED: &str = "cxpulse_windows_skipped";
+/// Timers pending, per task.
+pub const TIMERS_PENDING: &str = "cxpulse_timers_pending";
 /// Ticket events, per action.
 pub const TICKET_EVENTS: &str = "cxpulse_ticket_events_total";
 /// NPS answers of the latest final window, per category.
@@ -185,6 +191,15 @@ fn describe() {
         "Returned value in minor units, by currency."
     );
     describe_counter!(TICKET_EVENTS, "Ticket events, by action.");
+    describe_counter!(SIGNALS, "Signals published to the signals topic, by type.");
+    describe_gauge!(
+        WINDOWS_SKIPPED,
+        "Windows not emitted because the watermark jumped too far at once, per task."
+    );
+    describe_gauge!(
+        TIMERS_PENDING,
+        "Event-time timers (SLA deadlines, profile reviews) pending, per task."
+    );
     describe_gauge!(
         WINDOW_NPS_RESPONSES,
         "NPS answers in the latest final window, by category."

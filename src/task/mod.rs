@@ -10,7 +10,9 @@
 
 pub mod dedupe;
 pub mod profile;
+pub mod signal;
 pub mod tickets;
+pub mod timers;
 pub mod watermark;
 
 use std::collections::HashMap;
@@ -27,7 +29,9 @@ pub use profile::{Lifecycle, Profile, ProfileRules, Segment};
 
 use dedupe::Dedupe;
 use profile::LastScore;
+use signal::{Cause, Signal, SignalKind};
 use tickets::TicketBook;
+use timers::{Timer, Timers};
 use watermark::Watermark;
 
 /// The rules every task applies, derived once from config.
@@ -83,6 +87,22 @@ pub enum Outcome<'a> {
     Duplicate,
 }
 
+/// Something a task produced besides the direct result of an event.
+#[derive(Debug, Clone)]
+pub enum Emitted {
+    /// A final window.
+    Window(Box<FinalWindow>),
+    /// A signal.
+    Signal(Signal),
+    /// A profile changed by a timer (an event's own profile change comes with its [`Outcome`]).
+    Profile {
+        /// The profile after the change.
+        profile: Box<Profile>,
+        /// The timer's key, for the record id.
+        cause: String,
+    },
+}
+
 /// The state of one task. See the module documentation.
 #[derive(Debug)]
 pub struct Task {
@@ -93,6 +113,7 @@ pub struct Task {
     windows: Windows,
     watermark: Watermark,
     dedupe: Dedupe,
+    timers: Timers,
     /// Measures of the event being applied (reused to avoid allocating per event).
     measures: Vec<(EventTime, Measure)>,
 }
@@ -112,6 +133,7 @@ impl Task {
             profiles: HashMap::new(),
             tickets: TicketBook::default(),
             dedupe: Dedupe::default(),
+            timers: Timers::default(),
             measures: Vec::new(),
         }
     }
@@ -151,40 +173,58 @@ impl Task {
         self.watermark.touch(source, wall);
     }
 
-    /// Applies one valid event; final windows it closes are appended to `emitted`.
-    pub fn apply(
-        &mut self,
-        event: &Event,
-        wall: EventTime,
-        emitted: &mut Vec<FinalWindow>,
-    ) -> Outcome<'_> {
+    /// Timers pending.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Windows skipped after huge watermark jumps.
+    pub fn windows_skipped(&self) -> u64 {
+        self.windows.skipped()
+    }
+
+    /// Applies one valid event; signals and what it makes final go to `out`.
+    pub fn apply(&mut self, event: &Event, wall: EventTime, out: &mut Vec<Emitted>) -> Outcome<'_> {
         let at = event.occurred_at;
         self.watermark.observe(event.source(), at, wall);
         if !self
             .dedupe
             .first_sighting(&event.customer_id, &event.event_id, at)
         {
-            self.advance(wall, emitted);
+            self.advance(wall, out);
             return Outcome::Duplicate;
         }
         let late = self.windows.is_late(at);
         self.measures.clear();
+        let rules = &self.settings.profile_rules;
         let profile = self
             .profiles
             .entry(event.customer_id.clone())
             .or_insert_with(|| Profile::new(event.customer_id.clone(), at));
+        let (lifecycle_before, segment_before) = (profile.lifecycle, profile.segment);
         profile.first_seen = profile.first_seen.min(at);
         profile.last_seen = profile.last_seen.max(at);
+        profile.as_of = profile.as_of.max(at);
         profile.events += 1;
         profile.updated_at = wall;
+        let mut signals: Vec<(SignalKind, Cause, Option<crate::event::TicketId>)> = Vec::new();
         match &event.body {
             EventBody::Purchase(purchase) => {
-                let horizon = self.settings.profile_rules.activity_horizon_millis;
-                apply_purchase(profile, purchase.action, at, horizon, &mut self.measures)
+                let reactivated = apply_purchase(
+                    profile,
+                    purchase.action,
+                    at,
+                    rules.activity_horizon_millis,
+                    &mut self.measures,
+                );
+                if reactivated {
+                    signals.push((SignalKind::CustomerReactivated, Cause::Record, None));
+                }
             }
             EventBody::Ticket(ticket) => {
                 let settings = &self.settings;
                 let change = self.tickets.apply(
+                    &event.customer_id,
                     &ticket.ticket_id,
                     ticket.action,
                     at,
@@ -200,16 +240,71 @@ impl Task {
                     profile.first_responses += 1;
                     profile.first_response_millis_sum += millis;
                 }
+                let timer = || Timer::Sla(ticket.ticket_id.clone());
+                if let Some(deadline) = change.sla_deadline_opened {
+                    self.timers.schedule(deadline, timer());
+                }
+                if let Some(deadline) = change.sla_deadline_settled {
+                    self.timers.cancel(deadline, timer());
+                }
+                let once_per_ticket = || Cause::Key(format!("ticket/{}", ticket.ticket_id));
+                if change.breached {
+                    signals.push((
+                        SignalKind::SlaBreached,
+                        once_per_ticket(),
+                        Some(ticket.ticket_id.clone()),
+                    ));
+                    if segment_before == Segment::Champion {
+                        signals.push((
+                            SignalKind::VipAtRisk,
+                            once_per_ticket(),
+                            Some(ticket.ticket_id.clone()),
+                        ));
+                    }
+                }
+                if ticket.action == crate::event::TicketAction::Reopened {
+                    signals.push((
+                        SignalKind::TicketReopened,
+                        Cause::Record,
+                        Some(ticket.ticket_id.clone()),
+                    ));
+                }
             }
             EventBody::Survey(survey) => {
-                apply_survey(profile, survey.response, at, &mut self.measures)
+                apply_survey(profile, survey.response, at, &mut self.measures);
+                if let crate::event::SurveyResponse::Nps { score } = survey.response {
+                    if NpsCategory::of(score) == NpsCategory::Detractor {
+                        signals.push((SignalKind::DetractorResponse, Cause::Record, None));
+                        if segment_before == Segment::Champion {
+                            signals.push((SignalKind::VipAtRisk, Cause::Record, None));
+                        }
+                    }
+                }
             }
         }
-        profile.refresh_classification(&self.settings.profile_rules);
+        profile.refresh_classification(rules);
+        classification_signals(
+            profile,
+            lifecycle_before,
+            segment_before,
+            || Cause::Record,
+            &mut signals,
+        );
+        for (kind, cause, ticket_id) in signals {
+            out.push(Emitted::Signal(signal(
+                profile,
+                kind,
+                at,
+                cause,
+                ticket_id,
+                segment_before,
+            )));
+        }
+        reschedule_review(profile, rules, &mut self.timers);
         for (measure_at, measure) in &self.measures {
             self.windows.record(*measure_at, measure);
         }
-        self.advance(wall, emitted);
+        self.advance(wall, out);
         Outcome::Applied {
             profile: &self.profiles[&event.customer_id],
             measures: &self.measures,
@@ -218,26 +313,166 @@ impl Task {
     }
 
     /// Moves the watermark with the wall clock (idle partitions) and emits what became final.
-    pub fn tick(&mut self, wall: EventTime, emitted: &mut Vec<FinalWindow>) {
-        self.advance(wall, emitted);
+    pub fn tick(&mut self, wall: EventTime, out: &mut Vec<Emitted>) {
+        self.advance(wall, out);
     }
 
-    fn advance(&mut self, wall: EventTime, emitted: &mut Vec<FinalWindow>) {
+    fn advance(&mut self, wall: EventTime, out: &mut Vec<Emitted>) {
         let watermark = self.watermark.update(wall);
         if watermark == EventTime::MIN {
             return;
         }
-        // Timers first: a breach belongs to a window that closes after its timer fires.
-        let mut fired = Vec::new();
-        self.tickets
-            .fire_sla_timers(watermark, self.settings.allowed_lateness_millis, &mut fired);
-        for (at, measure) in &fired {
-            self.windows.record(*at, measure);
+        // Timers first: what they count belongs to windows that close after they fire.
+        let lateness = self.settings.allowed_lateness_millis;
+        while let Some((at, timer)) = self.timers.pop_due(watermark, lateness) {
+            match timer {
+                Timer::Sla(ticket_id) => self.sla_overdue(&ticket_id, at, out),
+                Timer::Review(customer_id) => self.review(&customer_id, at, wall, out),
+            }
         }
-        self.windows.advance(watermark, emitted);
+        let mut finals = Vec::new();
+        self.windows.advance(watermark, &mut finals);
+        out.extend(
+            finals
+                .into_iter()
+                .map(|window| Emitted::Window(Box::new(window))),
+        );
         self.dedupe
             .expire_before(watermark.plus_millis(-self.settings.dedupe_window_millis));
+        // Resolved tickets older than the activity horizon are forgotten.
+        self.tickets.evict_resolved_before(
+            watermark.plus_millis(-self.settings.profile_rules.activity_horizon_millis),
+        );
     }
+
+    fn sla_overdue(
+        &mut self,
+        ticket_id: &crate::event::TicketId,
+        deadline: EventTime,
+        out: &mut Vec<Emitted>,
+    ) {
+        let Some(ticket) = self.tickets.breach_overdue(ticket_id, deadline) else {
+            return;
+        };
+        let customer_id = ticket.customer_id.clone();
+        self.windows.record(deadline, &Measure::SlaBreach);
+        let Some(profile) = self.profiles.get(&customer_id) else {
+            return;
+        };
+        let cause = || Cause::Key(format!("ticket/{ticket_id}"));
+        let mut kinds = vec![SignalKind::SlaBreached];
+        if profile.segment == Segment::Champion {
+            kinds.push(SignalKind::VipAtRisk);
+        }
+        for kind in kinds {
+            out.push(Emitted::Signal(signal(
+                profile,
+                kind,
+                deadline,
+                cause(),
+                Some(ticket_id.clone()),
+                profile.segment,
+            )));
+        }
+    }
+
+    fn review(
+        &mut self,
+        customer_id: &CustomerId,
+        at: EventTime,
+        wall: EventTime,
+        out: &mut Vec<Emitted>,
+    ) {
+        let rules = &self.settings.profile_rules;
+        let Some(profile) = self.profiles.get_mut(customer_id) else {
+            return;
+        };
+        if profile.as_of >= at {
+            return;
+        }
+        let (lifecycle_before, segment_before) = (profile.lifecycle, profile.segment);
+        profile.as_of = at;
+        profile.refresh_classification(rules);
+        let key = format!("review/{}", at.millis());
+        let mut signals = Vec::new();
+        classification_signals(
+            profile,
+            lifecycle_before,
+            segment_before,
+            || Cause::Key(key.clone()),
+            &mut signals,
+        );
+        if (profile.lifecycle, profile.segment) != (lifecycle_before, segment_before) {
+            profile.updated_at = wall;
+            out.push(Emitted::Profile {
+                profile: Box::new(profile.clone()),
+                cause: key.clone(),
+            });
+        }
+        for (kind, cause, ticket_id) in signals {
+            out.push(Emitted::Signal(signal(
+                profile,
+                kind,
+                at,
+                cause,
+                ticket_id,
+                segment_before,
+            )));
+        }
+        reschedule_review(profile, rules, &mut self.timers);
+    }
+}
+
+/// Signals of a lifecycle or segment change.
+fn classification_signals(
+    profile: &Profile,
+    lifecycle_before: Lifecycle,
+    segment_before: Segment,
+    cause: impl Fn() -> Cause,
+    signals: &mut Vec<(SignalKind, Cause, Option<crate::event::TicketId>)>,
+) {
+    if profile.lifecycle == Lifecycle::Churned && lifecycle_before != Lifecycle::Churned {
+        signals.push((SignalKind::CustomerChurned, cause(), None));
+    }
+    if profile.segment != segment_before {
+        signals.push((SignalKind::SegmentChanged, cause(), None));
+    }
+}
+
+fn signal(
+    profile: &Profile,
+    kind: SignalKind,
+    at: EventTime,
+    cause: Cause,
+    ticket_id: Option<crate::event::TicketId>,
+    segment_before: Segment,
+) -> Signal {
+    Signal {
+        kind,
+        customer_id: profile.customer_id.clone(),
+        at,
+        cause,
+        ticket_id,
+        segment: profile.segment,
+        previous_segment: (segment_before != profile.segment).then_some(segment_before),
+        lifecycle: profile.lifecycle,
+    }
+}
+
+/// Keeps exactly one review timer per customer, at their next possible transition.
+fn reschedule_review(profile: &mut Profile, rules: &ProfileRules, timers: &mut Timers) {
+    let next = profile.next_review(rules);
+    if next == profile.review_at {
+        return;
+    }
+    let timer = || Timer::Review(profile.customer_id.clone());
+    if let Some(previous) = profile.review_at {
+        timers.cancel(previous, timer());
+    }
+    if let Some(next) = next {
+        timers.schedule(next, timer());
+    }
+    profile.review_at = next;
 }
 
 fn apply_purchase(
@@ -246,7 +481,8 @@ fn apply_purchase(
     at: EventTime,
     activity_horizon_millis: i64,
     measures: &mut Vec<(EventTime, Measure)>,
-) {
+) -> bool {
+    let mut reactivated = false;
     match action {
         PurchaseAction::Placed { amount } => {
             let previous = profile.last_purchase_at;
@@ -255,6 +491,7 @@ fn apply_purchase(
             if previous.is_some_and(|previous| at >= previous.plus_millis(activity_horizon_millis))
             {
                 profile.reactivated_at = Some(at);
+                reactivated = true;
             }
             if let Some(gap) = gap_millis {
                 profile.purchase_gap_millis_sum += gap;
@@ -286,6 +523,7 @@ fn apply_purchase(
             measures.push((at, Measure::OrderReturned { amount }));
         }
     }
+    reactivated
 }
 
 fn apply_survey(

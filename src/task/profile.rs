@@ -140,10 +140,15 @@ pub struct Profile {
     pub last_csat: Option<LastScore>,
     /// Latest CES answer.
     pub last_ces: Option<LastScore>,
-    /// Lifecycle at `last_seen`.
+    /// Lifecycle at `as_of`.
     pub lifecycle: Lifecycle,
-    /// Segment at `last_seen`.
+    /// Segment at `as_of`.
     pub segment: Segment,
+    /// The event time lifecycle and segment describe: the latest event, or the
+    /// latest review timer that fired since.
+    pub as_of: EventTime,
+    /// When this profile's review timer is scheduled, if it is.
+    pub review_at: Option<EventTime>,
     /// Wall-clock time of the latest change.
     pub updated_at: EventTime,
 }
@@ -173,6 +178,8 @@ impl Profile {
             last_ces: None,
             lifecycle: Lifecycle::Prospect,
             segment: Segment::Regular,
+            as_of: at,
+            review_at: None,
             updated_at: at,
         }
     }
@@ -245,10 +252,31 @@ impl Profile {
         }
     }
 
-    /// Re-evaluates lifecycle and segment at `last_seen`.
+    /// Re-evaluates lifecycle and segment at `as_of`.
     pub fn refresh_classification(&mut self, rules: &ProfileRules) {
-        self.lifecycle = self.lifecycle_at(self.last_seen, rules);
-        self.segment = self.segment_at(self.last_seen, self.lifecycle, rules);
+        self.lifecycle = self.lifecycle_at(self.as_of, rules);
+        self.segment = self.segment_at(self.as_of, self.lifecycle, rules);
+    }
+
+    /// The next instant after `as_of` at which lifecycle or segment may change
+    /// without any new event (a purchase ageing past a threshold).
+    pub fn next_review(&self, rules: &ProfileRules) -> Option<EventTime> {
+        let last = self.last_purchase_at?;
+        let first = self.first_purchase_at?;
+        let candidates = [
+            Some(first.plus_millis(rules.new_period_millis)),
+            self.reactivated_at
+                .map(|back| back.plus_millis(rules.new_period_millis)),
+            Some(last.plus_millis(rules.champion_recency_millis)),
+            // "No purchase for more than half the horizon": strictly after.
+            Some(last.plus_millis(rules.activity_horizon_millis / 2 + 1)),
+            Some(last.plus_millis(rules.activity_horizon_millis)),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .filter(|at| *at > self.as_of)
+            .min()
     }
 }
 

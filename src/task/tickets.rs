@@ -1,15 +1,18 @@
 //! Open and recently resolved tickets of a task, and what each ticket event
 //! contributes to the windows: first response, resolution, reopening and SLA
-//! breaches (on a late first reply, or by an event-time timer when none came).
+//! breaches (on a late first reply here, or by the task's SLA timer when none
+//! came, through [`TicketBook::breach_overdue`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
-use crate::event::{Channel, EventTime, TicketAction, TicketId};
+use crate::event::{Channel, CustomerId, EventTime, TicketAction, TicketId};
 use crate::window::Measure;
 
 /// What a task remembers of one ticket.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TicketState {
+    /// Whose ticket it is.
+    pub customer_id: CustomerId,
     /// When it was opened.
     pub opened_at: EventTime,
     /// Where it was opened.
@@ -39,14 +42,18 @@ pub struct TicketChange {
     pub resolved: bool,
     /// A first response, with its duration in ms.
     pub first_response_millis: Option<i64>,
+    /// The SLA deadline of a newly opened ticket (schedule its timer).
+    pub sla_deadline_opened: Option<EventTime>,
+    /// The SLA deadline whose timer a first reply made unnecessary (cancel it).
+    pub sla_deadline_settled: Option<EventTime>,
+    /// The first reply came after the deadline: the breach was counted now.
+    pub breached: bool,
 }
 
-/// Every ticket of one task plus their SLA timers.
+/// Every ticket of one task.
 #[derive(Debug, Clone, Default)]
 pub struct TicketBook {
     tickets: HashMap<TicketId, TicketState>,
-    /// (deadline, ticket) for tickets still waiting for a first reply.
-    sla_timers: BTreeSet<(EventTime, TicketId)>,
 }
 
 impl TicketBook {
@@ -63,6 +70,7 @@ impl TicketBook {
     /// Applies a ticket event at `at`; `measures` receives (time, measure) pairs.
     pub fn apply(
         &mut self,
+        customer_id: &CustomerId,
         ticket_id: &TicketId,
         action: TicketAction,
         at: EventTime,
@@ -77,6 +85,7 @@ impl TicketBook {
                 .insert(
                     ticket_id.clone(),
                     TicketState {
+                        customer_id: customer_id.clone(),
                         opened_at: at,
                         channel,
                         agent_replies: 0,
@@ -88,7 +97,7 @@ impl TicketBook {
                     },
                 )
                 .is_some_and(|previous| previous.open);
-            self.sla_timers.insert((deadline, ticket_id.clone()));
+            change.sla_deadline_opened = Some(deadline);
             measures.push((at, Measure::TicketOpened));
             change.opened = true;
             change.open_delta = if was_open { 0 } else { 1 };
@@ -109,10 +118,10 @@ impl TicketBook {
                     change.first_response_millis = Some(millis);
                     if at > ticket.sla_deadline && !ticket.sla_breached {
                         ticket.sla_breached = true;
+                        change.breached = true;
                         measures.push((ticket.sla_deadline, Measure::SlaBreach));
                     }
-                    self.sla_timers
-                        .remove(&(ticket.sla_deadline, ticket_id.clone()));
+                    change.sla_deadline_settled = Some(ticket.sla_deadline);
                 }
             }
             TicketAction::Resolved => {
@@ -143,31 +152,22 @@ impl TicketBook {
         change
     }
 
-    /// Fires SLA timers whose deadline plus `allowed_lateness_millis` the watermark
-    /// has passed: by then every reply at or before the deadline has arrived.
-    pub fn fire_sla_timers(
+    /// The SLA timer of `ticket_id` for `deadline` fired: counts the breach when the
+    /// ticket still has no reply, and returns the ticket then.
+    pub fn breach_overdue(
         &mut self,
-        watermark: EventTime,
-        allowed_lateness_millis: i64,
-        measures: &mut Vec<(EventTime, Measure)>,
-    ) {
-        while let Some((deadline, _)) = self.sla_timers.first() {
-            if deadline.plus_millis(allowed_lateness_millis) >= watermark {
-                break;
-            }
-            let Some((deadline, ticket_id)) = self.sla_timers.pop_first() else {
-                break;
-            };
-            if let Some(ticket) = self.tickets.get_mut(&ticket_id) {
-                if ticket.first_response_at.is_none()
-                    && !ticket.sla_breached
-                    && ticket.sla_deadline == deadline
-                {
-                    ticket.sla_breached = true;
-                    measures.push((deadline, Measure::SlaBreach));
-                }
-            }
+        ticket_id: &TicketId,
+        deadline: EventTime,
+    ) -> Option<&TicketState> {
+        let ticket = self.tickets.get_mut(ticket_id)?;
+        if ticket.first_response_at.is_some()
+            || ticket.sla_breached
+            || ticket.sla_deadline != deadline
+        {
+            return None;
         }
+        ticket.sla_breached = true;
+        Some(ticket)
     }
 
     /// Forgets resolved tickets last opened before `horizon` (they can no longer matter
@@ -188,32 +188,38 @@ mod tests {
         EventTime::from_millis(hours * HOUR)
     }
 
+    fn apply(
+        book: &mut TicketBook,
+        action: TicketAction,
+        at: EventTime,
+        measures: &mut Vec<(EventTime, Measure)>,
+    ) -> TicketChange {
+        book.apply(
+            &CustomerId::new("c"),
+            &TicketId::new("t1"),
+            action,
+            at,
+            |_| HOUR,
+            measures,
+        )
+    }
+
     #[test]
     fn first_response_resolution_and_breach_by_late_reply() {
         let mut book = TicketBook::default();
-        let id = TicketId::new("t1");
         let mut measures = Vec::new();
         let opened = TicketAction::Opened {
             channel: Channel::Chat,
             priority: None,
         };
-        book.apply(&id, opened, t(0), |_| HOUR, &mut measures);
-        let change = book.apply(
-            &id,
-            TicketAction::AgentReplied,
-            t(2),
-            |_| HOUR,
-            &mut measures,
-        );
+        let change = apply(&mut book, opened, t(0), &mut measures);
+        assert_eq!(change.sla_deadline_opened, Some(t(1)));
+        let change = apply(&mut book, TicketAction::AgentReplied, t(2), &mut measures);
         assert_eq!(change.first_response_millis, Some(2 * HOUR));
-        book.apply(
-            &id,
-            TicketAction::AgentReplied,
-            t(3),
-            |_| HOUR,
-            &mut measures,
-        );
-        book.apply(&id, TicketAction::Resolved, t(4), |_| HOUR, &mut measures);
+        assert!(change.breached);
+        assert_eq!(change.sla_deadline_settled, Some(t(1)));
+        apply(&mut book, TicketAction::AgentReplied, t(3), &mut measures);
+        apply(&mut book, TicketAction::Resolved, t(4), &mut measures);
         assert_eq!(
             measures,
             vec![
@@ -229,70 +235,42 @@ mod tests {
                 ),
             ]
         );
-        // The timer never fires a second breach.
-        measures.clear();
-        book.fire_sla_timers(t(100), 0, &mut measures);
-        assert!(measures.is_empty());
+        // A timer firing afterwards never counts a second breach.
+        assert!(book.breach_overdue(&TicketId::new("t1"), t(1)).is_none());
     }
 
     #[test]
-    fn timer_fires_once_after_deadline_plus_lateness_without_reply() {
+    fn overdue_breach_counts_once_without_reply() {
         let mut book = TicketBook::default();
-        let id = TicketId::new("t1");
         let mut measures = Vec::new();
         let opened = TicketAction::Opened {
             channel: Channel::Email,
             priority: None,
         };
-        book.apply(&id, opened, t(0), |_| HOUR, &mut measures);
-        measures.clear();
-        book.fire_sla_timers(t(2), HOUR, &mut measures);
-        assert!(measures.is_empty(), "deadline + lateness not yet passed");
-        book.fire_sla_timers(t(2).plus_millis(1), HOUR, &mut measures);
-        assert_eq!(measures, vec![(t(1), Measure::SlaBreach)]);
-        book.fire_sla_timers(t(50), HOUR, &mut measures);
-        assert_eq!(measures.len(), 1);
+        apply(&mut book, opened, t(0), &mut measures);
+        let id = TicketId::new("t1");
+        assert_eq!(
+            book.breach_overdue(&id, t(1))
+                .map(|ticket| ticket.customer_id.clone()),
+            Some(CustomerId::new("c"))
+        );
+        assert!(book.breach_overdue(&id, t(1)).is_none());
     }
 
     #[test]
     fn first_contact_resolution_needs_one_reply_and_no_reopening() {
         let mut book = TicketBook::default();
-        let id = TicketId::new("t1");
         let mut measures = Vec::new();
         let opened = TicketAction::Opened {
             channel: Channel::Web,
             priority: None,
         };
-        book.apply(&id, opened, t(0), |_| 24 * HOUR, &mut measures);
-        book.apply(
-            &id,
-            TicketAction::AgentReplied,
-            t(1),
-            |_| 24 * HOUR,
-            &mut measures,
-        );
-        book.apply(
-            &id,
-            TicketAction::Resolved,
-            t(2),
-            |_| 24 * HOUR,
-            &mut measures,
-        );
-        let reopen = book.apply(
-            &id,
-            TicketAction::Reopened,
-            t(3),
-            |_| 24 * HOUR,
-            &mut measures,
-        );
+        apply(&mut book, opened, t(0), &mut measures);
+        apply(&mut book, TicketAction::AgentReplied, t(1), &mut measures);
+        apply(&mut book, TicketAction::Resolved, t(2), &mut measures);
+        let reopen = apply(&mut book, TicketAction::Reopened, t(3), &mut measures);
         assert_eq!(reopen.open_delta, 1);
-        book.apply(
-            &id,
-            TicketAction::Resolved,
-            t(5),
-            |_| 24 * HOUR,
-            &mut measures,
-        );
+        apply(&mut book, TicketAction::Resolved, t(5), &mut measures);
         let resolutions: Vec<_> = measures
             .iter()
             .filter_map(|(_, m)| match m {
