@@ -236,6 +236,9 @@ pub struct ProcessingConfig {
     /// A customer with a purchase within this horizon is active.
     #[serde(with = "humantime_serde")]
     pub activity_horizon: Duration,
+    /// Resolved tickets are remembered this long (event time) so a reopening counts.
+    #[serde(with = "humantime_serde")]
+    pub ticket_retention: Duration,
     /// Most records handled in one processing cycle.
     pub batch_max_records: usize,
     /// Longest wait to fill one processing cycle.
@@ -255,6 +258,7 @@ impl Default for ProcessingConfig {
             max_record_bytes: 1 << 20,
             dedupe_window: Duration::from_secs(86_400),
             activity_horizon: Duration::from_secs(90 * 86_400),
+            ticket_retention: Duration::from_secs(30 * 86_400),
             batch_max_records: 5000,
             batch_max_wait: Duration::from_millis(50),
             shutdown_timeout: Duration::from_secs(30),

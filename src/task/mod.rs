@@ -45,6 +45,8 @@ pub struct TaskSettings {
     pub idle_timeout_millis: i64,
     /// De-duplication window (event time), ms.
     pub dedupe_window_millis: i64,
+    /// How long resolved tickets are kept for reopenings (event time), ms.
+    pub ticket_retention_millis: i64,
     /// SLA threshold per channel, ms, in [`Channel::ALL`] order.
     pub sla_threshold_millis: [i64; 5],
     /// Lifecycle and segment rules.
@@ -60,6 +62,7 @@ impl TaskSettings {
             allowed_lateness_millis: millis(processing.allowed_lateness),
             idle_timeout_millis: millis(processing.idle_timeout),
             dedupe_window_millis: millis(processing.dedupe_window),
+            ticket_retention_millis: millis(processing.ticket_retention),
             sla_threshold_millis: Channel::ALL.map(|channel| millis(config.sla.threshold(channel))),
             profile_rules: ProfileRules::new(processing.activity_horizon, &config.segments),
         }
@@ -339,10 +342,8 @@ impl Task {
         );
         self.dedupe
             .expire_before(watermark.plus_millis(-self.settings.dedupe_window_millis));
-        // Resolved tickets older than the activity horizon are forgotten.
-        self.tickets.evict_resolved_before(
-            watermark.plus_millis(-self.settings.profile_rules.activity_horizon_millis),
-        );
+        self.tickets
+            .evict_resolved_before(watermark.plus_millis(-self.settings.ticket_retention_millis));
     }
 
     fn sla_overdue(

@@ -25,6 +25,8 @@ pub struct TicketState {
     pub reopened: bool,
     /// Whether it is currently open.
     pub open: bool,
+    /// The latest resolution.
+    pub resolved_at: Option<EventTime>,
     /// Whether its SLA breach was counted.
     pub sla_breached: bool,
     /// `opened_at` + the channel's SLA threshold.
@@ -92,6 +94,7 @@ impl TicketBook {
                         first_response_at: None,
                         reopened: false,
                         open: true,
+                        resolved_at: None,
                         sla_breached: false,
                         sla_deadline: deadline,
                     },
@@ -135,6 +138,7 @@ impl TicketBook {
                     },
                 ));
                 change.resolved = true;
+                ticket.resolved_at = Some(at);
                 if ticket.open {
                     ticket.open = false;
                     change.open_delta = -1;
@@ -170,11 +174,11 @@ impl TicketBook {
         Some(ticket)
     }
 
-    /// Forgets resolved tickets last opened before `horizon` (they can no longer matter
-    /// except for a reopening, which then counts without history).
+    /// Forgets tickets resolved before `horizon`; a later reopening of one of them
+    /// changes only the profile, like any event of an unknown ticket.
     pub fn evict_resolved_before(&mut self, horizon: EventTime) {
         self.tickets
-            .retain(|_, ticket| ticket.open || ticket.opened_at >= horizon);
+            .retain(|_, ticket| ticket.open || ticket.resolved_at.is_none_or(|at| at >= horizon));
     }
 }
 

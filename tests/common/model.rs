@@ -448,3 +448,203 @@ pub fn add_result(counts: &mut Counts, result: &Value) {
         "retention.rate of {result}"
     );
 }
+
+/// Lifecycle and segment thresholds, ms.
+#[derive(Debug, Clone)]
+pub struct ProfileRules {
+    pub horizon: i64,
+    pub new_period: i64,
+    pub champion_recency: i64,
+    pub champion_min_orders: u64,
+    pub champion_min_value: i64,
+}
+
+fn rfc3339(millis: i64) -> String {
+    cxpulse::event::EventTime::from_millis(millis).to_rfc3339()
+}
+
+/// Every customer's profile by definition, with lifecycle and segment as of
+/// `max(last_seen, as_of)`; `updated_at` is left empty (wall clock).
+pub fn profiles(
+    events: &[Event],
+    rules: &ProfileRules,
+    as_of: i64,
+) -> BTreeMap<String, cxpulse::proto::Profile> {
+    let mut seen = HashSet::new();
+    let mut by_customer: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
+    for event in events {
+        if seen.insert((event.customer_id.clone(), event.event_id.clone())) {
+            by_customer
+                .entry(event.customer_id.to_string())
+                .or_default()
+                .push(event);
+        }
+    }
+    let mut result = BTreeMap::new();
+    for (customer, events) in by_customer {
+        let times: Vec<i64> = events.iter().map(|e| e.occurred_at.millis()).collect();
+        let (first_seen, last_seen) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
+        let mut placed = Vec::new();
+        let mut revenue: BTreeMap<String, i64> = BTreeMap::new();
+        let mut returned: BTreeMap<String, i64> = BTreeMap::new();
+        // Latest answer per kind: by event time, the later arrival winning ties.
+        let mut last_nps: Option<(i64, u8)> = None;
+        let mut last_csat: Option<(i64, u8, u8)> = None;
+        let mut last_ces: Option<(i64, u8, u8)> = None;
+        let mut tickets: BTreeMap<String, Vec<(i64, TicketAction)>> = BTreeMap::new();
+        for event in &events {
+            let at = event.occurred_at.millis();
+            match &event.body {
+                EventBody::Purchase(purchase) => match purchase.action {
+                    PurchaseAction::Placed { amount } => {
+                        placed.push(at);
+                        *revenue.entry(amount.currency.to_string()).or_default() += amount.amount.0;
+                    }
+                    PurchaseAction::Returned { amount } => {
+                        *returned.entry(amount.currency.to_string()).or_default() +=
+                            amount.amount.0;
+                    }
+                    PurchaseAction::Fulfilled { .. } => {}
+                },
+                EventBody::Survey(survey) => match survey.response {
+                    SurveyResponse::Nps { score } if last_nps.is_none_or(|(t, _)| t <= at) => {
+                        last_nps = Some((at, score))
+                    }
+                    SurveyResponse::Csat { score, scale_max }
+                        if last_csat.is_none_or(|(t, ..)| t <= at) =>
+                    {
+                        last_csat = Some((at, score, scale_max))
+                    }
+                    SurveyResponse::Ces { score, scale_max }
+                        if last_ces.is_none_or(|(t, ..)| t <= at) =>
+                    {
+                        last_ces = Some((at, score, scale_max))
+                    }
+                    _ => {}
+                },
+                EventBody::Ticket(ticket) => tickets
+                    .entry(ticket.ticket_id.to_string())
+                    .or_default()
+                    .push((at, ticket.action)),
+            }
+        }
+        let (mut open, mut opened, mut resolved, mut responses, mut response_sum) =
+            (0u64, 0u64, 0u64, 0u64, 0i64);
+        for history in tickets.values() {
+            // A ticket's events are in order already (arrival order); find its opening.
+            let Some(start) = history
+                .iter()
+                .position(|(_, a)| matches!(a, TicketAction::Opened { .. }))
+            else {
+                continue;
+            };
+            let mut is_open = false;
+            let mut opened_at = 0;
+            let mut responded = false;
+            for (at, action) in &history[start..] {
+                match action {
+                    TicketAction::Opened { .. } => {
+                        opened += 1;
+                        is_open = true;
+                        opened_at = *at;
+                        responded = false;
+                    }
+                    TicketAction::AgentReplied if !responded => {
+                        responded = true;
+                        responses += 1;
+                        response_sum += at - opened_at;
+                    }
+                    TicketAction::Resolved => {
+                        resolved += 1;
+                        is_open = false;
+                    }
+                    TicketAction::Reopened => is_open = true,
+                    _ => {}
+                }
+            }
+            open += u64::from(is_open);
+        }
+        placed.sort();
+        let net: BTreeMap<String, i64> = {
+            let mut net = revenue.clone();
+            for (currency, amount) in &returned {
+                *net.entry(currency.clone()).or_default() -= amount;
+            }
+            net
+        };
+        let now = last_seen.max(as_of);
+        let detractor = last_nps.is_some_and(|(_, score)| score <= 6);
+        let (lifecycle, segment) = match (placed.first(), placed.last()) {
+            (Some(&first), Some(&last)) => {
+                let came_back = placed
+                    .windows(2)
+                    .filter(|pair| pair[1] - pair[0] >= rules.horizon)
+                    .map(|pair| pair[1])
+                    .last();
+                let lifecycle = if now >= last + rules.horizon {
+                    "churned"
+                } else if came_back.is_some_and(|back| now < back + rules.new_period) {
+                    "reactivated"
+                } else if now < first + rules.new_period {
+                    "new"
+                } else {
+                    "active"
+                };
+                let segment = if lifecycle == "churned" {
+                    "lost"
+                } else if detractor || now > last + rules.horizon / 2 {
+                    "at_risk"
+                } else if now < last + rules.champion_recency
+                    && placed.len() as u64 >= rules.champion_min_orders
+                    && net.values().any(|value| *value >= rules.champion_min_value)
+                {
+                    "champion"
+                } else {
+                    "regular"
+                };
+                (lifecycle, segment)
+            }
+            _ => ("prospect", "regular"),
+        };
+        let gaps = placed.len().saturating_sub(1);
+        let profile = cxpulse::proto::Profile {
+            customer_id: customer.clone(),
+            first_seen: rfc3339(first_seen),
+            last_seen: rfc3339(last_seen),
+            events: events.len() as u64,
+            orders_placed: placed.len() as u64,
+            revenue_minor: revenue,
+            returned_minor: returned,
+            net_value_minor: net,
+            first_purchase_at: placed.first().map(|t| rfc3339(*t)),
+            last_purchase_at: placed.last().map(|t| rfc3339(*t)),
+            mean_days_between_purchases: (gaps > 0).then(|| {
+                (placed[placed.len() - 1] - placed[0]) as f64 / 86_400_000.0 / gaps as f64
+            }),
+            open_tickets: open,
+            tickets_opened: opened,
+            tickets_resolved: resolved,
+            mean_first_response_seconds: (responses > 0)
+                .then(|| (response_sum as f64 / responses as f64).round() / 1000.0),
+            last_nps_score: last_nps.map(|(_, score)| i64::from(score)),
+            last_nps_category: last_nps.map(|(_, score)| {
+                match score {
+                    9..=10 => "promoter",
+                    7..=8 => "passive",
+                    _ => "detractor",
+                }
+                .to_string()
+            }),
+            last_nps_at: last_nps.map(|(at, _)| rfc3339(at)),
+            last_csat_score: last_csat.map(|(_, score, _)| i64::from(score)),
+            last_csat_scale_max: last_csat.map(|(_, _, scale)| i64::from(scale)),
+            last_ces_score: last_ces.map(|(_, score, _)| i64::from(score)),
+            last_ces_scale_max: last_ces.map(|(_, _, scale)| i64::from(scale)),
+            segment: segment.to_string(),
+            lifecycle: lifecycle.to_string(),
+            updated_at: String::new(),
+        };
+        result.insert(customer, profile);
+    }
+    result
+}
