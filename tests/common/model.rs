@@ -580,7 +580,7 @@ pub fn profiles(
                     .windows(2)
                     .filter(|pair| pair[1] - pair[0] >= rules.horizon)
                     .map(|pair| pair[1])
-                    .last();
+                    .next_back();
                 let lifecycle = if now >= last + rules.horizon {
                     "churned"
                 } else if came_back.is_some_and(|back| now < back + rules.new_period) {
