@@ -1,10 +1,11 @@
-//! Window results through a real broker equal the brute-force model.
+//! Window results and profiles through a real broker equal the brute-force model.
 //!
 //! A generated population (surveys, tickets with replies, resolutions,
-//! reopenings and unanswered tickets, purchases) is produced with disorder
-//! within the allowed lateness and some redeliveries; the pipeline consumes
-//! it; every `cx.metrics` record is read back, summed over tasks per window
-//! and compared field by field with the model.
+//! reopenings and unanswered tickets, purchases with fulfilments and returns)
+//! is produced with disorder within the allowed lateness and some
+//! redeliveries; the pipeline consumes it; every `cx.metrics` record is read
+//! back, summed over tasks per window and compared field by field with the
+//! model, and so is the latest `cx.profiles` record of every customer.
 
 mod common;
 
@@ -40,34 +41,43 @@ fn rules(config: &Config) -> Rules {
     }
 }
 
-/// A population over `days` of event time starting ten days ago, plus redeliveries;
-/// also returns where the data starts and ends.
-fn events(customers: usize, days: i64, seed: u64) -> (Vec<Event>, i64, i64) {
-    let start = (EventTime::now().millis() - 10 * DAY) / DAY * DAY;
-    let end = start + days * DAY;
-    let mut events: Vec<Event> = Population::new(PopulationConfig {
-        customers,
-        visits_per_day: 4.0,
+/// What to generate.
+struct Scenario {
+    customers: usize,
+    days: i64,
+    visits_per_day: f64,
+}
+
+/// A population over `days` of event time ending eight days ago, plus
+/// redeliveries; also returns where the data starts and ends.
+fn events(scenario: &Scenario, seed: u64) -> (Vec<Event>, i64, i64) {
+    let start = (EventTime::now().millis() - (scenario.days + 8) * DAY) / DAY * DAY;
+    let end = start + scenario.days * DAY;
+    let generated = Population::new(PopulationConfig {
+        customers: scenario.customers,
+        visits_per_day: scenario.visits_per_day,
         start: EventTime::from_millis(start),
         max_disorder_millis: 120_000,
         seed,
     })
-    .take_while(|event| event.occurred_at.millis() < end)
-    .collect();
-    // Redeliver every 50th event a little later in the stream.
-    let redelivered: Vec<(usize, Event)> = events
-        .iter()
-        .enumerate()
-        .filter(|(index, _)| index % 50 == 7)
-        .map(|(index, event)| ((index + 3).min(events.len()), event.clone()))
-        .collect();
-    for (offset, (index, event)) in redelivered.into_iter().enumerate() {
-        events.insert(index + offset, event);
+    .take_while(|event| event.occurred_at.millis() < end);
+    // Every 50th event is delivered again three events later.
+    let mut events = Vec::new();
+    let mut pending: Vec<(usize, Event)> = Vec::new();
+    for (index, event) in generated.enumerate() {
+        if index % 50 == 7 {
+            pending.push((index + 3, event.clone()));
+        }
+        events.push(event);
+        while pending.first().is_some_and(|(due, _)| *due <= index) {
+            events.push(pending.remove(0).1);
+        }
     }
+    events.extend(pending.into_iter().map(|(_, event)| event));
     (events, start, end)
 }
 
-async fn check_windows_against_model(broker: Broker, name: &str, format: Format) {
+async fn check_against_model(broker: Broker, name: &str, format: Format, scenario: Scenario) {
     let mut config = common::test_config(&broker, name);
     config.formats.purchases = format;
     config.formats.tickets = format;
@@ -76,12 +86,13 @@ async fn check_windows_against_model(broker: Broker, name: &str, format: Format)
     broker.create_topics(&config, partitions).await;
     let running = common::start(&config).await;
 
-    let (events, data_start, data_end) = events(150, 2, 11);
+    let (events, data_start, data_end) = events(&scenario, 11);
     let producer = common::producer(&broker);
     common::produce_events(&producer, &config, &events, format).await;
     // One flush event per input partition, long after the data: it makes every data window final
     // while its own windows stay open.
-    let flush_at = EventTime::now().plus_millis(-3_600_000).to_rfc3339();
+    let flush_time = EventTime::now().plus_millis(-3_600_000);
+    let flush_at = flush_time.to_rfc3339();
     for partition in 0..partitions {
         let customer = format!("flush-{partition}");
         let survey = format!(
@@ -191,33 +202,86 @@ async fn check_windows_against_model(broker: Broker, name: &str, format: Format)
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let nps_answers: u64 = expected
-        .values()
-        .map(|c| c.nps_promoters + c.nps_passives + c.nps_detractors)
-        .sum();
+    let nps_answers: u64 = expected.values().map(|c| c.nps_promoters + c.nps_passives + c.nps_detractors).sum();
     let first_responses: u64 = expected.values().map(|c| c.first_responses).sum();
     assert!(nps_answers > 0 && first_responses > 0);
-    eprintln!("{} windows equal the model ({nps_answers} NPS answers, {first_responses} first responses over all windows)", expected.len());
+    eprintln!(
+        "{} events: {} windows equal the model ({nps_answers} NPS answers, {first_responses} first responses over all windows)",
+        events.len(),
+        expected.len()
+    );
+
+    // Profiles: the latest record per customer, as of the last timers the flush let fire.
+    let segments = &config.segments;
+    let profile_rules = model::ProfileRules {
+        horizon: millis(config.processing.activity_horizon),
+        new_period: millis(segments.new_period),
+        champion_recency: millis(segments.champion_recency),
+        champion_min_orders: segments.champion_min_orders,
+        champion_min_value: segments.champion_min_value,
+    };
+    let lateness = millis(config.processing.allowed_lateness);
+    let expected_profiles = model::profiles(&events, &profile_rules, flush_time.millis() - lateness - 1);
+    let records = common::read_until(&broker, &config.topics.profiles, Duration::from_secs(120), |records| {
+        let keys: HashSet<&[u8]> = records.iter().map(|r| r.key.as_slice()).collect();
+        expected_profiles.keys().all(|customer| keys.contains(customer.as_bytes()))
+    });
+    let mut latest: BTreeMap<String, cxpulse::proto::Profile> = BTreeMap::new();
+    for record in records {
+        let customer = String::from_utf8_lossy(&record.key).into_owned();
+        if customer.starts_with("flush-") {
+            continue;
+        }
+        let mut profile: cxpulse::proto::Profile = serde_json::from_slice(&record.value).expect("profile JSON");
+        profile.updated_at = String::new();
+        latest.insert(customer, profile);
+    }
+    assert_eq!(latest.len(), expected_profiles.len());
+    let differing: Vec<String> = expected_profiles
+        .iter()
+        .filter(|(customer, profile)| latest.get(*customer) != Some(profile))
+        .map(|(customer, profile)| format!("{customer}:\n  expected {profile:?}\n  actual   {:?}", latest.get(customer)))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} of {} profiles differ from the model:\n{}",
+        differing.len(),
+        expected_profiles.len(),
+        differing.iter().take(3).cloned().collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("{} profiles equal the model", expected_profiles.len());
     running.stop();
-    tokio::task::spawn_blocking(move || running.join())
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap();
+}
+
+/// A small population: 150 customers, two days.
+fn small() -> Scenario {
+    Scenario {
+        customers: 150,
+        days: 2,
+        visits_per_day: 4.0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn windows_equal_the_model_on_the_mock_cluster() {
-    check_windows_against_model(Broker::mock(), "mock-json", Format::Json).await;
+async fn windows_and_profiles_equal_the_model_on_the_mock_cluster() {
+    check_against_model(Broker::mock(), "mock-json", Format::Json, small()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn windows_equal_the_model_with_protobuf_inputs() {
-    check_windows_against_model(Broker::mock(), "mock-proto", Format::Protobuf).await;
+async fn windows_and_profiles_equal_the_model_with_protobuf_inputs() {
+    check_against_model(Broker::mock(), "mock-proto", Format::Protobuf, small()).await;
 }
 
+/// A few thousand customers over several weeks of event time, end to end through tansu.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn windows_equal_the_model_on_tansu() {
+async fn weeks_of_a_population_equal_the_model_on_tansu() {
     if let Some(broker) = Broker::tansu() {
-        check_windows_against_model(broker, "tansu", Format::Json).await;
+        let scenario = Scenario {
+            customers: 3000,
+            days: 21,
+            visits_per_day: 0.4,
+        };
+        check_against_model(broker, "tansu", Format::Json, scenario).await;
     }
 }

@@ -237,14 +237,25 @@ pub fn windows(
             .collect()
     };
     // A(t): customers with at least one placed in [t − horizon, t).
+    let mut placed_by_customer: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (customer, at) in &placed {
+        placed_by_customer.entry(customer.as_str()).or_default().push(*at);
+    }
+    for times in placed_by_customer.values_mut() {
+        times.sort();
+    }
     let active = |t: i64| -> u64 {
-        placed
-            .iter()
-            .filter(|(_, p)| t - rules.horizon <= *p && *p < t)
-            .map(|(c, _)| c.as_str())
-            .collect::<HashSet<_>>()
-            .len() as u64
+        placed_by_customer
+            .values()
+            .filter(|times| {
+                // The first purchase at or after t − horizon is before t.
+                let index = times.partition_point(|p| *p < t - rules.horizon);
+                times.get(index).is_some_and(|p| *p < t)
+            })
+            .count() as u64
     };
+    let mut facts = facts;
+    facts.sort_by_key(|(at, _)| *at);
     let mut result = BTreeMap::new();
     for spec in &rules.specs {
         let first = first_end.div_euclid(spec.step) * spec.step;
@@ -258,10 +269,10 @@ pub fn windows(
             for (_, label) in BOUNDS {
                 counts.first_response_buckets.insert(label.to_string(), 0);
             }
-            for (at, fact) in &facts {
-                if !(end - spec.size <= *at && *at < end) {
-                    continue;
-                }
+            // Facts with end - size <= at < end.
+            let from = facts.partition_point(|(at, _)| *at < end - spec.size);
+            let to = facts.partition_point(|(at, _)| *at < end);
+            for (_, fact) in &facts[from..to] {
                 add(&mut counts, fact);
             }
             counts.customers_at_start = active(end - spec.size);
