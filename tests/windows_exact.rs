@@ -202,7 +202,10 @@ async fn check_against_model(broker: Broker, name: &str, format: Format, scenari
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let nps_answers: u64 = expected.values().map(|c| c.nps_promoters + c.nps_passives + c.nps_detractors).sum();
+    let nps_answers: u64 = expected
+        .values()
+        .map(|c| c.nps_promoters + c.nps_passives + c.nps_detractors)
+        .sum();
     let first_responses: u64 = expected.values().map(|c| c.first_responses).sum();
     assert!(nps_answers > 0 && first_responses > 0);
     eprintln!(
@@ -221,18 +224,27 @@ async fn check_against_model(broker: Broker, name: &str, format: Format, scenari
         champion_min_value: segments.champion_min_value,
     };
     let lateness = millis(config.processing.allowed_lateness);
-    let expected_profiles = model::profiles(&events, &profile_rules, flush_time.millis() - lateness - 1);
-    let records = common::read_until(&broker, &config.topics.profiles, Duration::from_secs(120), |records| {
-        let keys: HashSet<&[u8]> = records.iter().map(|r| r.key.as_slice()).collect();
-        expected_profiles.keys().all(|customer| keys.contains(customer.as_bytes()))
-    });
+    let expected_profiles =
+        model::profiles(&events, &profile_rules, flush_time.millis() - lateness - 1);
+    let records = common::read_until(
+        &broker,
+        &config.topics.profiles,
+        Duration::from_secs(120),
+        |records| {
+            let keys: HashSet<&[u8]> = records.iter().map(|r| r.key.as_slice()).collect();
+            expected_profiles
+                .keys()
+                .all(|customer| keys.contains(customer.as_bytes()))
+        },
+    );
     let mut latest: BTreeMap<String, cxpulse::proto::Profile> = BTreeMap::new();
     for record in records {
         let customer = String::from_utf8_lossy(&record.key).into_owned();
         if customer.starts_with("flush-") {
             continue;
         }
-        let mut profile: cxpulse::proto::Profile = serde_json::from_slice(&record.value).expect("profile JSON");
+        let mut profile: cxpulse::proto::Profile =
+            serde_json::from_slice(&record.value).expect("profile JSON");
         profile.updated_at = String::new();
         latest.insert(customer, profile);
     }
@@ -240,18 +252,31 @@ async fn check_against_model(broker: Broker, name: &str, format: Format, scenari
     let differing: Vec<String> = expected_profiles
         .iter()
         .filter(|(customer, profile)| latest.get(*customer) != Some(profile))
-        .map(|(customer, profile)| format!("{customer}:\n  expected {profile:?}\n  actual   {:?}", latest.get(customer)))
+        .map(|(customer, profile)| {
+            format!(
+                "{customer}:\n  expected {profile:?}\n  actual   {:?}",
+                latest.get(customer)
+            )
+        })
         .collect();
     assert!(
         differing.is_empty(),
         "{} of {} profiles differ from the model:\n{}",
         differing.len(),
         expected_profiles.len(),
-        differing.iter().take(3).cloned().collect::<Vec<_>>().join("\n")
+        differing
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     eprintln!("{} profiles equal the model", expected_profiles.len());
     running.stop();
-    tokio::task::spawn_blocking(move || running.join()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || running.join())
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// A small population: 150 customers, two days.

@@ -569,3 +569,34 @@ fn apply_survey(
         }
     }
 }
+
+/// How much state a task holds, by kind, for sizing and the state-size test.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateCounts {
+    /// Profiles.
+    pub profiles: usize,
+    /// Tickets (open, or resolved within `ticket_retention`).
+    pub tickets: usize,
+    /// Pending timers.
+    pub timers: usize,
+    /// De-duplication fingerprints.
+    pub dedupe_entries: usize,
+    /// Window panes over all specs.
+    pub panes: usize,
+    /// Entries of the active-customer index.
+    pub active_index_entries: usize,
+}
+
+impl Task {
+    /// Counts of everything the task holds.
+    pub fn state_counts(&self) -> StateCounts {
+        StateCounts {
+            profiles: self.profiles.len(),
+            tickets: self.tickets.len(),
+            timers: self.timers.len(),
+            dedupe_entries: self.dedupe.len(),
+            panes: self.windows.pane_count(),
+            active_index_entries: self.windows.active_index_len(),
+        }
+    }
+}

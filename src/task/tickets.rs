@@ -3,7 +3,7 @@
 //! breaches (on a late first reply here, or by the task's SLA timer when none
 //! came, through [`TicketBook::breach_overdue`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use crate::event::{Channel, CustomerId, EventTime, TicketAction, TicketId};
 use crate::window::Measure;
@@ -56,6 +56,8 @@ pub struct TicketChange {
 #[derive(Debug, Clone, Default)]
 pub struct TicketBook {
     tickets: HashMap<TicketId, TicketState>,
+    /// (resolved_at, ticket) of resolved tickets, oldest first, so eviction is incremental.
+    resolved: BTreeSet<(EventTime, TicketId)>,
 }
 
 impl TicketBook {
@@ -138,7 +140,10 @@ impl TicketBook {
                     },
                 ));
                 change.resolved = true;
-                ticket.resolved_at = Some(at);
+                if let Some(previous) = ticket.resolved_at.replace(at) {
+                    self.resolved.remove(&(previous, ticket_id.clone()));
+                }
+                self.resolved.insert((at, ticket_id.clone()));
                 if ticket.open {
                     ticket.open = false;
                     change.open_delta = -1;
@@ -177,8 +182,21 @@ impl TicketBook {
     /// Forgets tickets resolved before `horizon`; a later reopening of one of them
     /// changes only the profile, like any event of an unknown ticket.
     pub fn evict_resolved_before(&mut self, horizon: EventTime) {
-        self.tickets
-            .retain(|_, ticket| ticket.open || ticket.resolved_at.is_none_or(|at| at >= horizon));
+        while let Some((resolved_at, _)) = self.resolved.first() {
+            if *resolved_at >= horizon {
+                break;
+            }
+            let Some((resolved_at, ticket_id)) = self.resolved.pop_first() else {
+                break;
+            };
+            let closed = self
+                .tickets
+                .get(&ticket_id)
+                .is_some_and(|ticket| !ticket.open && ticket.resolved_at == Some(resolved_at));
+            if closed {
+                self.tickets.remove(&ticket_id);
+            }
+        }
     }
 }
 
@@ -259,6 +277,26 @@ mod tests {
             Some(CustomerId::new("c"))
         );
         assert!(book.breach_overdue(&id, t(1)).is_none());
+    }
+
+    #[test]
+    fn resolved_tickets_are_evicted_after_retention_but_open_ones_stay() {
+        let mut book = TicketBook::default();
+        let mut measures = Vec::new();
+        let opened = TicketAction::Opened {
+            channel: Channel::Web,
+            priority: None,
+        };
+        apply(&mut book, opened, t(0), &mut measures);
+        apply(&mut book, TicketAction::Resolved, t(1), &mut measures);
+        apply(&mut book, TicketAction::Reopened, t(2), &mut measures);
+        book.evict_resolved_before(t(10));
+        assert_eq!(book.len(), 1, "reopened tickets stay");
+        apply(&mut book, TicketAction::Resolved, t(11), &mut measures);
+        book.evict_resolved_before(t(11));
+        assert_eq!(book.len(), 1);
+        book.evict_resolved_before(t(12));
+        assert!(book.is_empty());
     }
 
     #[test]

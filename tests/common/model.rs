@@ -239,7 +239,10 @@ pub fn windows(
     // A(t): customers with at least one placed in [t − horizon, t).
     let mut placed_by_customer: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
     for (customer, at) in &placed {
-        placed_by_customer.entry(customer.as_str()).or_default().push(*at);
+        placed_by_customer
+            .entry(customer.as_str())
+            .or_default()
+            .push(*at);
     }
     for times in placed_by_customer.values_mut() {
         times.sort();
