@@ -13,7 +13,6 @@ use rdkafka::mocking::MockCluster;
 
 use crate::cli::{self, PopulationArgs};
 use crate::config::{Config, LogConfig};
-use crate::event::Source;
 use crate::generate;
 use crate::pipeline::Shared;
 use crate::window::result::{mean_seconds, ratio};
@@ -78,11 +77,11 @@ pub async fn run(
     let _ = generator.await;
     cli::stop_service(running, config.processing.shutdown_timeout).await?;
     drop(cluster);
-    let _ = Source::ALL;
     Ok(())
 }
 
-/// One line: throughput, profiles and the latest final `1h` window summed over tasks.
+/// One line: throughput, profiles, and the latest final `1h` window summed over
+/// tasks, with ratios computed from the sums.
 fn summary(shared: &Shared, events_per_second: f64) -> String {
     let profiles: usize = shared
         .tasks()
@@ -90,34 +89,53 @@ fn summary(shared: &Shared, events_per_second: f64) -> String {
         .map(|task| task.profile_count())
         .sum();
     let latest = shared.latest_windows();
-    let mut total = Aggregate::default();
-    let mut end = None;
-    for ((name, _), window) in latest.iter() {
-        if &**name == "1h" {
-            total.merge(&window.aggregate);
-            end = end.max(Some(window.end));
+    let sum = |window: &str| {
+        let mut total = Aggregate::default();
+        let (mut start, mut end, mut newest) = (0, 0, None);
+        for ((name, _), final_window) in latest.iter() {
+            if &**name == window {
+                total.merge(&final_window.aggregate);
+                start += final_window.retention.at_start;
+                end += final_window.retention.at_end;
+                newest = newest.max(Some(final_window.end));
+            }
         }
-    }
-    let nps = &total.nps;
+        (total, start, end, newest)
+    };
+    let (hour, active_start, active_end, hour_end) = sum("1h");
+    let nps = &hour.nps;
     let nps_score = ratio(
         100.0 * (nps.promoters as f64 - nps.detractors as f64),
         nps.responses(),
     );
-    let first_response = mean_seconds(
-        total.tickets.first_response_millis_sum,
-        total.tickets.first_responses,
+    let csat = ratio(100.0 * hour.csat.satisfied as f64, hour.csat.responses);
+    let ces = ratio(hour.ces.score_sum as f64, hour.ces.responses);
+    let tickets = &hour.tickets;
+    let first_response = mean_seconds(tickets.first_response_millis_sum, tickets.first_responses);
+    let resolution = mean_seconds(tickets.resolution_millis_sum, tickets.resolved);
+    let retention = ratio(
+        100.0 * (active_end as f64 - hour.orders.new_customers as f64),
+        active_start,
     );
+    let revenue: Vec<String> = hour
+        .orders
+        .revenue_minor
+        .iter()
+        .map(|(currency, minor)| format!("{:.0} {currency}", *minor as f64 / 100.0))
+        .collect();
     let show =
         |value: Option<f64>, unit: &str| value.map_or("-".to_string(), |v| format!("{v:.1}{unit}"));
     format!(
-        "{:>7.0} events/s | {:>7} profiles | last 1h window ending {}: NPS {} ({} answers), mean first response {} ({} replies), {} orders",
+        "{:>6.0} ev/s {:>6} profiles | 1h to {}: NPS {} CSAT {} CES {} | first response {} resolution {} | revenue {} | retention {}",
         events_per_second,
         profiles,
-        end.map_or("-".to_string(), |end| end.to_rfc3339()),
+        hour_end.map_or("-".to_string(), |end| end.to_rfc3339()[11..16].to_string()),
         show(nps_score, ""),
-        nps.responses(),
-        show(first_response, "s"),
-        total.tickets.first_responses,
-        total.orders.placed,
+        show(csat, "%"),
+        show(ces, ""),
+        show(first_response.map(|s| s / 60.0), "min"),
+        show(resolution.map(|s| s / 3600.0), "h"),
+        if revenue.is_empty() { "-".to_string() } else { revenue.join(" ") },
+        show(retention, "%"),
     )
 }
