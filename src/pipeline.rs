@@ -410,7 +410,14 @@ impl Loop {
                 self.publish(task_id, &mut emitted, &mut outputs, Some(&record.position));
             }
         }
+        let consumer = self.consumer.clone();
         for (task_id, task) in tasks.iter_mut() {
+            for source in Source::ALL {
+                let backlog = consumer
+                    .context()
+                    .has_backlog(self.config.topics.input(source), *task_id as i32);
+                task.set_backlog(source, backlog);
+            }
             task.tick(wall, &mut emitted);
             self.publish(*task_id, &mut emitted, &mut outputs, None);
             let label = task_id.to_string();

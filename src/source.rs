@@ -7,7 +7,7 @@
 //! record are delivered (see `pipeline`), and librdkafka commits stored
 //! offsets every `commit_interval` and on revocation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub enum Assignment {
 #[derive(Default)]
 pub struct SourceContext {
     changes: Mutex<Vec<Assignment>>,
+    /// Records not yet handed to the application, per (topic, partition), from statistics.
+    lag: Mutex<HashMap<(String, i32), i64>>,
 }
 
 impl SourceContext {
@@ -46,6 +48,16 @@ impl SourceContext {
             Ok(mut changes) => std::mem::take(&mut *changes),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
         }
+    }
+
+    /// True when the statistics last reported records of this partition not yet consumed.
+    pub fn has_backlog(&self, topic: &str, partition: i32) -> bool {
+        let lag = self
+            .lag
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        lag.get(&(topic.to_string(), partition))
+            .is_some_and(|lag| *lag > 0)
     }
 
     fn push(&self, change: Assignment) {
@@ -65,6 +77,10 @@ fn tasks_of(tpl: &TopicPartitionList) -> BTreeSet<u32> {
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
+        let mut lag = self
+            .lag
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (topic, topic_stats) in &statistics.topics {
             for (partition, stats) in &topic_stats.partitions {
                 // Partition -1 is librdkafka's internal UA partition; lag -1 means unknown.
@@ -73,6 +89,7 @@ impl ClientContext for SourceContext {
                 }
                 gauge!(telemetry::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
                     .set(stats.consumer_lag as f64);
+                lag.insert((topic.clone(), *partition), stats.consumer_lag);
             }
         }
     }
@@ -154,7 +171,8 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
         // Offsets are stored by the pipeline only once outputs are delivered.
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("statistics.interval.ms", "5000");
+        // Lag per partition feeds the metrics and the idle-partition rule.
+        .set("statistics.interval.ms", "1000");
     for (key, value) in &kafka.consumer {
         client.set(key, value.to_string());
     }

@@ -171,6 +171,11 @@ impl Task {
         self.profiles.values()
     }
 
+    /// Says whether the broker holds unread records of this task's partition of `source`.
+    pub fn set_backlog(&mut self, source: Source, backlog: bool) {
+        self.watermark.set_backlog(source, backlog);
+    }
+
     /// Notes a record of `source` that was not a valid event, so its partition is not idle.
     pub fn touch(&mut self, source: Source, wall: EventTime) {
         self.watermark.touch(source, wall);

@@ -11,6 +11,8 @@ struct PartitionMark {
     high: Option<EventTime>,
     /// Wall time of the latest record.
     last_record_wall: EventTime,
+    /// The broker holds records of this partition not yet fetched: never idle then.
+    backlog: bool,
 }
 
 /// The watermark of one task.
@@ -28,6 +30,7 @@ impl Watermark {
         let mark = PartitionMark {
             high: None,
             last_record_wall: wall,
+            backlog: false,
         };
         Watermark {
             partitions: [mark; 3],
@@ -55,8 +58,13 @@ impl Watermark {
         mark.last_record_wall = mark.last_record_wall.max(wall);
     }
 
+    /// Says whether the partition of `source` has records waiting on the broker.
+    pub fn set_backlog(&mut self, source: Source, backlog: bool) {
+        self.partitions[source.index()].backlog = backlog;
+    }
+
     fn is_idle(&self, mark: &PartitionMark, wall: EventTime) -> bool {
-        wall.millis() - mark.last_record_wall.millis() >= self.idle_timeout_millis
+        !mark.backlog && wall.millis() - mark.last_record_wall.millis() >= self.idle_timeout_millis
     }
 
     /// Recomputes the watermark at wall time `wall`; it never moves back.
@@ -114,6 +122,18 @@ mod tests {
         watermark.observe(Source::Purchases, t(1_000_500), t(29_000));
         watermark.observe(Source::Surveys, t(990_000), t(29_000));
         assert_eq!(watermark.update(t(30_001)), t(990_000));
+    }
+
+    #[test]
+    fn a_partition_with_backlog_is_never_idle() {
+        let mut watermark = Watermark::new(1000, t(0));
+        watermark.observe(Source::Purchases, t(500_000), t(0));
+        watermark.observe(Source::Tickets, t(100_000), t(0));
+        watermark.observe(Source::Surveys, t(500_000), t(5000));
+        watermark.set_backlog(Source::Tickets, true);
+        assert_eq!(watermark.update(t(5000)), t(100_000));
+        watermark.set_backlog(Source::Tickets, false);
+        assert_eq!(watermark.update(t(5001)), t(500_000));
     }
 
     #[test]
