@@ -9,10 +9,27 @@ use std::hash::{Hash, Hasher};
 use crate::event::{CustomerId, EventId, EventTime};
 
 /// De-duplication memory of one task.
+///
+/// For the changelog, the fingerprints added in one flush form one batch
+/// record; a batch is dropped once its newest entry expired.
 #[derive(Debug, Clone, Default)]
 pub struct Dedupe {
     seen: HashMap<u128, EventTime>,
     by_time: BTreeSet<(EventTime, u128)>,
+    /// Added since the last flush.
+    added: Vec<(u128, EventTime)>,
+    /// Live batches: sequence → newest entry time.
+    batches: std::collections::BTreeMap<u64, EventTime>,
+    /// Batches expired since the last flush.
+    expired: Vec<u64>,
+    next_batch: u64,
+}
+
+/// One changelog record of de-duplication memory.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DedupeBatch {
+    /// (fingerprint high, fingerprint low, event time) of each entry.
+    pub entries: Vec<(u64, u64, EventTime)>,
 }
 
 /// A deterministic 128-bit fingerprint (two keyed SipHash passes).
@@ -42,17 +59,63 @@ impl Dedupe {
         }
         self.seen.insert(key, at);
         self.by_time.insert((at, key));
+        self.added.push((key, at));
         true
     }
 
     /// Forgets events that happened before `horizon`.
     pub fn expire_before(&mut self, horizon: EventTime) {
+        while let Some((&sequence, &newest)) = self.batches.first_key_value() {
+            if newest >= horizon {
+                break;
+            }
+            self.batches.remove(&sequence);
+            self.expired.push(sequence);
+        }
         while let Some(&(at, key)) = self.by_time.first() {
             if at >= horizon {
                 break;
             }
             self.by_time.pop_first();
             self.seen.remove(&key);
+        }
+    }
+
+    /// The batch of entries added since the last call (with its sequence), and
+    /// the sequences of batches that expired.
+    pub fn take_changes(&mut self) -> (Option<(u64, DedupeBatch)>, Vec<u64>) {
+        let expired = std::mem::take(&mut self.expired);
+        if self.added.is_empty() {
+            return (None, expired);
+        }
+        let sequence = self.next_batch;
+        self.next_batch += 1;
+        let added = std::mem::take(&mut self.added);
+        let newest = added.iter().map(|(_, at)| *at).max().unwrap_or_default();
+        self.batches.insert(sequence, newest);
+        let entries = added
+            .into_iter()
+            .map(|(key, at)| ((key >> 64) as u64, key as u64, at))
+            .collect();
+        (Some((sequence, DedupeBatch { entries })), expired)
+    }
+
+    /// Puts back a batch read from the changelog, skipping entries older than `horizon`.
+    pub fn restore(&mut self, sequence: u64, batch: DedupeBatch, horizon: EventTime) {
+        let newest = batch
+            .entries
+            .iter()
+            .map(|(.., at)| *at)
+            .max()
+            .unwrap_or_default();
+        self.batches.insert(sequence, newest);
+        self.next_batch = self.next_batch.max(sequence + 1);
+        for (high, low, at) in batch.entries {
+            if at >= horizon {
+                let key = (u128::from(high) << 64) | u128::from(low);
+                self.seen.insert(key, at);
+                self.by_time.insert((at, key));
+            }
         }
     }
 

@@ -8,6 +8,7 @@
 //! so the same sequence of calls always gives the same profiles and windows.
 //! Nothing here is durable yet: a restart rebuilds state from the inputs.
 
+pub mod changelog;
 pub mod dedupe;
 pub mod profile;
 pub mod signal;
@@ -15,7 +16,7 @@ pub mod tickets;
 pub mod timers;
 pub mod watermark;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -117,6 +118,10 @@ pub struct Task {
     watermark: Watermark,
     dedupe: Dedupe,
     timers: Timers,
+    /// Next input offset included in the state, per source (see `changelog`).
+    included: [i64; 3],
+    /// Profiles changed since the last changelog flush.
+    changed_profiles: HashSet<CustomerId>,
     /// Measures of the event being applied (reused to avoid allocating per event).
     measures: Vec<(EventTime, Measure)>,
 }
@@ -137,6 +142,8 @@ impl Task {
             tickets: TicketBook::default(),
             dedupe: Dedupe::default(),
             timers: Timers::default(),
+            included: [0; 3],
+            changed_profiles: HashSet::new(),
             measures: Vec::new(),
         }
     }
@@ -210,6 +217,7 @@ impl Task {
             .entry(event.customer_id.clone())
             .or_insert_with(|| Profile::new(event.customer_id.clone(), at));
         let (lifecycle_before, segment_before) = (profile.lifecycle, profile.segment);
+        self.changed_profiles.insert(event.customer_id.clone());
         profile.first_seen = profile.first_seen.min(at);
         profile.last_seen = profile.last_seen.max(at);
         profile.as_of = profile.as_of.max(at);
@@ -408,6 +416,7 @@ impl Task {
             || Cause::Key(key.clone()),
             &mut signals,
         );
+        self.changed_profiles.insert(customer_id.clone());
         if (profile.lifecycle, profile.segment) != (lifecycle_before, segment_before) {
             profile.updated_at = wall;
             out.push(Emitted::Profile {

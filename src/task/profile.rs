@@ -3,12 +3,15 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::SegmentsConfig;
 use crate::event::{Currency, CustomerId, EventTime, NpsCategory};
 use crate::window::millis;
 
 /// Where a customer is in their relationship with us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Lifecycle {
     /// No purchase yet.
     Prospect,
@@ -36,7 +39,8 @@ impl Lifecycle {
 }
 
 /// RFM segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Segment {
     /// Recent, frequent, valuable.
     Champion,
@@ -89,7 +93,7 @@ impl ProfileRules {
 }
 
 /// A last survey answer with its scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastScore {
     /// The score.
     pub score: u8,
@@ -100,7 +104,7 @@ pub struct LastScore {
 }
 
 /// Everything known about one customer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     /// The customer.
     pub customer_id: CustomerId,

@@ -3,13 +3,13 @@
 //! breaches (on a late first reply here, or by the task's SLA timer when none
 //! came, through [`TicketBook::breach_overdue`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::event::{Channel, CustomerId, EventTime, TicketAction, TicketId};
 use crate::window::Measure;
 
 /// What a task remembers of one ticket.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TicketState {
     /// Whose ticket it is.
     pub customer_id: CustomerId,
@@ -58,6 +58,8 @@ pub struct TicketBook {
     tickets: HashMap<TicketId, TicketState>,
     /// (resolved_at, ticket) of resolved tickets, oldest first, so eviction is incremental.
     resolved: BTreeSet<(EventTime, TicketId)>,
+    /// Tickets changed or evicted since the last changelog flush.
+    changed: HashSet<TicketId>,
 }
 
 impl TicketBook {
@@ -83,6 +85,7 @@ impl TicketBook {
     ) -> TicketChange {
         let mut change = TicketChange::default();
         if let TicketAction::Opened { channel, .. } = action {
+            self.changed.insert(ticket_id.clone());
             let deadline = at.plus_millis(sla_threshold_millis(channel));
             let was_open = self
                 .tickets
@@ -112,6 +115,7 @@ impl TicketBook {
         let Some(ticket) = self.tickets.get_mut(ticket_id) else {
             return change;
         };
+        self.changed.insert(ticket_id.clone());
         match action {
             TicketAction::Opened { .. } | TicketAction::CustomerReplied => {}
             TicketAction::AgentReplied => {
@@ -161,6 +165,39 @@ impl TicketBook {
         change
     }
 
+    /// Tickets changed since the last call, with their state (`None`: forgotten).
+    pub fn take_changes(&mut self) -> Vec<(TicketId, Option<&TicketState>)> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|id| {
+                let state = self.tickets.get(&id);
+                (id, state)
+            })
+            .collect()
+    }
+
+    /// Puts back a ticket read from the changelog.
+    pub fn restore(&mut self, ticket_id: TicketId, state: TicketState) {
+        if let Some(resolved_at) = state.resolved_at {
+            self.resolved.insert((resolved_at, ticket_id.clone()));
+        }
+        self.tickets.insert(ticket_id, state);
+    }
+
+    /// Removes a ticket the changelog says was forgotten.
+    pub fn forget(&mut self, ticket_id: &TicketId) {
+        self.tickets.remove(ticket_id);
+    }
+
+    /// SLA deadlines still waiting for a first reply, to rebuild timers after a restore.
+    pub fn pending_sla_deadlines(&self) -> impl Iterator<Item = (EventTime, &TicketId)> {
+        self.tickets
+            .iter()
+            .filter(|(_, t)| t.first_response_at.is_none() && !t.sla_breached)
+            .map(|(id, t)| (t.sla_deadline, id))
+    }
+
     /// The SLA timer of `ticket_id` for `deadline` fired: counts the breach when the
     /// ticket still has no reply, and returns the ticket then.
     pub fn breach_overdue(
@@ -176,6 +213,7 @@ impl TicketBook {
             return None;
         }
         ticket.sla_breached = true;
+        self.changed.insert(ticket_id.clone());
         Some(ticket)
     }
 
@@ -195,6 +233,7 @@ impl TicketBook {
                 .is_some_and(|ticket| !ticket.open && ticket.resolved_at == Some(resolved_at));
             if closed {
                 self.tickets.remove(&ticket_id);
+                self.changed.insert(ticket_id);
             }
         }
     }

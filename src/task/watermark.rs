@@ -5,7 +5,7 @@
 use crate::event::{EventTime, Source};
 
 /// Progress of one input partition of a task.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct PartitionMark {
     /// Largest `occurred_at` seen.
     high: Option<EventTime>,
@@ -16,7 +16,7 @@ struct PartitionMark {
 }
 
 /// The watermark of one task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Watermark {
     partitions: [PartitionMark; 3],
     idle_timeout_millis: i64,
@@ -56,6 +56,15 @@ impl Watermark {
     pub fn touch(&mut self, source: Source, wall: EventTime) {
         let mark = &mut self.partitions[source.index()];
         mark.last_record_wall = mark.last_record_wall.max(wall);
+    }
+
+    /// After a restore at wall time `wall`: idle timers restart from now.
+    pub fn resume(&mut self, wall: EventTime) {
+        for mark in &mut self.partitions {
+            mark.last_record_wall = wall;
+            mark.backlog = false;
+        }
+        self.last_update_wall = wall;
     }
 
     /// Says whether the partition of `source` has records waiting on the broker.

@@ -65,7 +65,7 @@ pub enum Measure {
 }
 
 /// NPS counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NpsCounts {
     /// Scores 9-10.
     pub promoters: u64,
@@ -92,7 +92,7 @@ impl NpsCounts {
 }
 
 /// CSAT counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CsatCounts {
     /// All answers.
     pub responses: u64,
@@ -101,7 +101,7 @@ pub struct CsatCounts {
 }
 
 /// CES counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CesCounts {
     /// All answers.
     pub responses: u64,
@@ -110,7 +110,7 @@ pub struct CesCounts {
 }
 
 /// Ticket counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TicketCounts {
     /// Tickets opened.
     pub opened: u64,
@@ -133,7 +133,7 @@ pub struct TicketCounts {
 }
 
 /// Order counts; money per currency in minor units.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderCounts {
     /// Orders placed.
     pub placed: u64,
@@ -156,7 +156,7 @@ pub struct OrderCounts {
 }
 
 /// The additive content of a window (or of one pane of it).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Aggregate {
     /// NPS group.
     pub nps: NpsCounts,

@@ -11,7 +11,7 @@ pub mod measure;
 pub mod result;
 pub mod retention;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 pub use measure::{Aggregate, Measure};
@@ -104,6 +104,17 @@ pub struct Windows {
     active: ActiveCustomers,
     /// See [`Windows::skipped`].
     skipped: u64,
+    /// (spec index, pane start) changed or dropped since the last changelog flush.
+    changed_panes: BTreeSet<(usize, i64)>,
+}
+
+/// Emission progress of one spec, for the changelog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpecProgress {
+    /// End of the latest emitted window.
+    pub last_emitted: Option<i64>,
+    /// The retention cursors of this spec (start, end).
+    pub cursors: (retention::CursorState, retention::CursorState),
 }
 
 /// Most windows of one spec emitted by one watermark advance.
@@ -128,6 +139,7 @@ impl Windows {
             allowed_lateness_millis,
             active: ActiveCustomers::new(activity_horizon_millis, 2 * specs.len()),
             skipped: 0,
+            changed_panes: BTreeSet::new(),
         }
     }
 
@@ -145,10 +157,11 @@ impl Windows {
             self.active
                 .purchase(at, gap_millis.map(|gap| at.plus_millis(-gap)));
         }
-        for state in &mut self.specs {
+        for (index, state) in self.specs.iter_mut().enumerate() {
             let pane = state.spec.pane_of(at);
             if !state.pane_closed(pane) {
                 state.panes.entry(pane).or_default().add(measure);
+                self.changed_panes.insert((index, pane));
             }
         }
     }
@@ -192,6 +205,7 @@ impl Windows {
                     if *entry.key() + size > end {
                         break;
                     }
+                    self.changed_panes.insert((index, *entry.key()));
                     entry.remove();
                 }
                 let (start, end) = (EventTime::from_millis(start), EventTime::from_millis(end));
@@ -233,6 +247,67 @@ impl Windows {
     /// Number of panes held, for the state-size metric.
     pub fn pane_count(&self) -> usize {
         self.specs.iter().map(|state| state.panes.len()).sum()
+    }
+
+    /// Panes changed since the last call: (spec name, pane start, counts or `None` when dropped).
+    pub fn take_pane_changes(&mut self) -> Vec<(Arc<str>, i64, Option<&Aggregate>)> {
+        let changed = std::mem::take(&mut self.changed_panes);
+        changed
+            .into_iter()
+            .filter_map(|(index, pane)| {
+                let state = self.specs.get(index)?;
+                Some((state.spec.name.clone(), pane, state.panes.get(&pane)))
+            })
+            .collect()
+    }
+
+    /// Puts back a pane read from the changelog (ignored when its spec is no longer configured).
+    pub fn restore_pane(&mut self, spec: &str, pane: i64, aggregate: Aggregate) {
+        if let Some(state) = self
+            .specs
+            .iter_mut()
+            .find(|state| &*state.spec.name == spec)
+        {
+            state.panes.insert(pane, aggregate);
+        }
+    }
+
+    /// Emission progress per spec name, for the changelog.
+    pub fn progress(&self) -> BTreeMap<String, SpecProgress> {
+        self.specs
+            .iter()
+            .enumerate()
+            .map(|(index, state)| {
+                let cursors = (
+                    self.active.cursor(2 * index),
+                    self.active.cursor(2 * index + 1),
+                );
+                (
+                    state.spec.name.to_string(),
+                    SpecProgress {
+                        last_emitted: state.last_emitted,
+                        cursors,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Restores emission progress and the skipped count read from the changelog.
+    pub fn restore_progress(&mut self, progress: &BTreeMap<String, SpecProgress>, skipped: u64) {
+        for (index, state) in self.specs.iter_mut().enumerate() {
+            if let Some(saved) = progress.get(&*state.spec.name) {
+                state.last_emitted = saved.last_emitted;
+                self.active.set_cursor(2 * index, saved.cursors.0);
+                self.active.set_cursor(2 * index + 1, saved.cursors.1);
+            }
+        }
+        self.skipped = skipped;
+    }
+
+    /// The active-customer index, for the changelog.
+    pub fn active_mut(&mut self) -> &mut ActiveCustomers {
+        &mut self.active
     }
 
     /// Entries of the active-customer index.

@@ -17,8 +17,17 @@ use std::collections::BTreeMap;
 
 use crate::event::EventTime;
 
+/// One monotone query stream: position and `Σ delta(key) for key < position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct CursorState {
+    /// Where the stream last queried.
+    pub position: i64,
+    /// Active customers there.
+    pub active: i64,
+}
+
 /// One monotone query stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Cursor {
     position: i64,
     active: i64,
@@ -31,6 +40,8 @@ pub struct ActiveCustomers {
     /// Delta at each key, for keys at or after the earliest cursor.
     deltas: BTreeMap<i64, i64>,
     cursors: Vec<Cursor>,
+    /// Delta keys changed or dropped since the last changelog flush.
+    changed: std::collections::BTreeSet<i64>,
 }
 
 impl ActiveCustomers {
@@ -46,6 +57,7 @@ impl ActiveCustomers {
                 };
                 cursors
             ],
+            changed: std::collections::BTreeSet::new(),
         }
     }
 
@@ -67,6 +79,7 @@ impl ActiveCustomers {
             if *entry == 0 {
                 self.deltas.remove(&key);
             }
+            self.changed.insert(key);
         }
     }
 
@@ -115,9 +128,44 @@ impl ActiveCustomers {
             if *entry.key() >= earliest {
                 break;
             }
+            self.changed.insert(*entry.key());
             entry.remove();
         }
         active.max(0) as u64
+    }
+
+    /// A cursor's state, for the changelog.
+    pub fn cursor(&self, index: usize) -> CursorState {
+        self.cursors
+            .get(index)
+            .map_or(CursorState::default(), |c| CursorState {
+                position: c.position,
+                active: c.active,
+            })
+    }
+
+    /// Restores a cursor read from the changelog.
+    pub fn set_cursor(&mut self, index: usize, state: CursorState) {
+        if let Some(cursor) = self.cursors.get_mut(index) {
+            *cursor = Cursor {
+                position: state.position,
+                active: state.active,
+            };
+        }
+    }
+
+    /// Delta keys changed since the last call, with their value (`None`: gone).
+    pub fn take_changes(&mut self) -> Vec<(i64, Option<i64>)> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .map(|key| (key, self.deltas.get(&key).copied()))
+            .collect()
+    }
+
+    /// Puts back a delta read from the changelog.
+    pub fn restore_delta(&mut self, key: i64, delta: i64) {
+        self.deltas.insert(key, delta);
     }
 
     /// Delta entries held.
