@@ -214,11 +214,6 @@ pub async fn start_service(config: &Config) -> anyhow::Result<Running> {
         tokio::task::spawn_blocking(move || pipeline::start(pipeline_config, runtime, shared))
             .await
             .context("pipeline start-up")??;
-    topics::ensure(
-        config,
-        &topics::outputs(config, running.partitions() as i32),
-    )
-    .await?;
     Ok(running)
 }
 

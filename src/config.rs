@@ -155,6 +155,8 @@ pub struct TopicsConfig {
     pub metrics: String,
     /// Dead letters (output).
     pub dlq: String,
+    /// Task state (compacted, co-partitioned with the inputs; one per deployment).
+    pub changelog: String,
 }
 
 impl Default for TopicsConfig {
@@ -168,6 +170,7 @@ impl Default for TopicsConfig {
             signals: "cx.signals".into(),
             metrics: "cx.metrics".into(),
             dlq: "cx.dlq".into(),
+            changelog: "cxpulse.state-changelog".into(),
         }
     }
 }
@@ -457,6 +460,7 @@ impl Config {
             ("topics.signals", &self.topics.signals),
             ("topics.metrics", &self.topics.metrics),
             ("topics.dlq", &self.topics.dlq),
+            ("topics.changelog", &self.topics.changelog),
         ];
         for (index, (key, name)) in topics.iter().enumerate() {
             if name.is_empty() || name.len() > 249 || !name.chars().all(valid_topic_char) {

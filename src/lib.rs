@@ -24,6 +24,7 @@ pub mod generate;
 pub mod http;
 pub mod output;
 pub mod pipeline;
+pub mod restore;
 pub mod sink;
 pub mod source;
 pub mod task;

@@ -4,11 +4,14 @@
 //! records in `occurred_at` order (merging its three partitions), sends every
 //! output through the one producer, and queues a checkpoint.
 //!
-//! Delivery guarantee (at-least-once): the committer awaits the delivery of
-//! every output of a checkpoint, in order, and only then stores the offsets
-//! of the records that produced them; librdkafka commits stored offsets. A
-//! crash therefore replays records whose outputs may already be out: the
-//! replayed outputs carry the same deterministic `event_id`.
+//! Delivery guarantee (at-least-once outputs, effectively-once state): the
+//! committer awaits the delivery of every output of a checkpoint, in order,
+//! then writes the changelog records of the state those records produced,
+//! awaits them, and only then stores the offsets of the records; librdkafka
+//! commits stored offsets. A crash therefore replays records whose outputs may
+//! already be out (the replayed outputs carry the same deterministic
+//! `event_id`), and the restored state says which input offsets it already
+//! includes, so a replayed record changes profiles and windows only once.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +38,7 @@ use crate::source::{self, Assignment, InputConsumer};
 use crate::task::{Emitted, Outcome, Task, TaskSettings};
 use crate::telemetry::{self, TopicCounters, WindowGauges};
 use crate::window::FinalWindow;
+use crate::{restore, topics};
 
 /// State shared between the pipeline thread, the HTTP server and the demo.
 #[derive(Default)]
@@ -112,6 +116,23 @@ pub fn start(
 ) -> anyhow::Result<Running> {
     let consumer = source::consumer(&config).context("creating the consumer")?;
     let partitions = source::check_co_partitioning(&consumer, &config, Duration::from_secs(30))?;
+    // Outputs and the changelog exist, co-partitioned, before any task restores or produces.
+    runtime.block_on(topics::ensure(
+        &config,
+        &topics::outputs(&config, partitions as i32),
+    ))?;
+    let changelog = &config.topics.changelog;
+    let metadata = consumer.fetch_metadata(Some(changelog), Duration::from_secs(30))?;
+    let changelog_partitions = metadata
+        .topics()
+        .first()
+        .map_or(0, |topic| topic.partitions().len());
+    if changelog_partitions != partitions {
+        anyhow::bail!(
+            "changelog topic `{changelog}` has {changelog_partitions} partitions but the inputs have {partitions}; \
+             it must be co-partitioned (topics.changelog names it)"
+        );
+    }
     let inputs: Vec<&str> = Source::ALL
         .iter()
         .map(|source| config.topics.input(*source))
@@ -153,10 +174,24 @@ impl InputRecord {
     }
 }
 
+/// An input record with what decoding made of it.
+type Decoded = (InputRecord, Result<Event, DecodeError>);
+
 /// Outputs of one cycle and the offsets they complete.
 struct Checkpoint {
     deliveries: Vec<(String, DeliveryFuture)>,
+    /// State changes to write once the outputs are delivered: (task, key, value).
+    changelog: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     /// (topic, partition) → next offset to consume.
+    offsets: BTreeMap<(String, i32), i64>,
+    appended_at: Vec<i64>,
+}
+
+/// What one processing cycle produced.
+#[derive(Default)]
+struct Cycle {
+    outputs: Vec<OutputRecord>,
+    changelog: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     offsets: BTreeMap<(String, i32), i64>,
     appended_at: Vec<i64>,
 }
@@ -208,9 +243,12 @@ impl Loop {
 
     fn run(mut self) -> anyhow::Result<()> {
         let (checkpoints, receiver) = mpsc::channel(64);
-        let committer = self
-            .runtime
-            .spawn(commit_delivered(self.consumer.clone(), receiver));
+        let committer = self.runtime.spawn(commit_delivered(
+            self.consumer.clone(),
+            self.sink.clone(),
+            self.config.topics.changelog.clone(),
+            receiver,
+        ));
         let result = self.cycle_until_stopped(&checkpoints, &committer);
         // Drain: every queued checkpoint is awaited and stored, then committed.
         drop(checkpoints);
@@ -247,13 +285,13 @@ impl Loop {
                 );
             }
             let records = self.poll_batch();
-            self.apply_assignment_changes();
-            let (outputs, offsets, appended_at) = self.process(records);
-            if outputs.is_empty() && offsets.is_empty() {
+            self.apply_assignment_changes()?;
+            let cycle = self.process(records);
+            if cycle.outputs.is_empty() && cycle.offsets.is_empty() && cycle.changelog.is_empty() {
                 continue;
             }
-            let mut deliveries = Vec::with_capacity(outputs.len());
-            for record in &outputs {
+            let mut deliveries = Vec::with_capacity(cycle.outputs.len());
+            for record in &cycle.outputs {
                 let delivery = self
                     .sink
                     .send(record)
@@ -262,8 +300,9 @@ impl Loop {
             }
             let checkpoint = Checkpoint {
                 deliveries,
-                offsets,
-                appended_at,
+                changelog: cycle.changelog,
+                offsets: cycle.offsets,
+                appended_at: cycle.appended_at,
             };
             if checkpoints.blocking_send(checkpoint).is_err() {
                 anyhow::bail!("the committer stopped");
@@ -328,20 +367,29 @@ impl Loop {
         records
     }
 
-    fn apply_assignment_changes(&mut self) {
+    /// Creates (restoring from the changelog) or drops tasks after a rebalance.
+    fn apply_assignment_changes(&mut self) -> anyhow::Result<()> {
         let changes = self.consumer.context().take_changes();
         if changes.is_empty() {
-            return;
+            return Ok(());
         }
-        let wall = EventTime::now();
         let mut tasks = self.shared.tasks();
         for change in changes {
             match change {
                 Assignment::Assigned(ids) => {
+                    // Not ready while restoring: a restored task consumes, an unrestored one never does.
+                    self.shared.ready.store(false, Ordering::SeqCst);
                     for id in ids {
-                        tasks
-                            .entry(id)
-                            .or_insert_with(|| Task::new(id, self.settings.clone(), wall));
+                        if tasks.contains_key(&id) {
+                            continue;
+                        }
+                        let task = restore::restore(
+                            &self.config,
+                            id,
+                            self.settings.clone(),
+                            Duration::from_secs(30),
+                        )?;
+                        tasks.insert(id, task);
                     }
                     self.shared.ready.store(true, Ordering::SeqCst);
                 }
@@ -363,22 +411,18 @@ impl Loop {
             }
         }
         gauge!(telemetry::TASKS_ASSIGNED).set(tasks.len() as f64);
+        Ok(())
     }
 
-    /// Applies a batch; returns the outputs, the offsets they complete and the append times.
-    #[allow(clippy::type_complexity)]
-    fn process(
-        &mut self,
-        records: Vec<InputRecord>,
-    ) -> (Vec<OutputRecord>, BTreeMap<(String, i32), i64>, Vec<i64>) {
+    /// Applies a batch; returns the outputs, state changes, offsets they complete and append times.
+    fn process(&mut self, records: Vec<InputRecord>) -> Cycle {
         let wall = EventTime::now();
-        let mut outputs = Vec::new();
-        let mut offsets = BTreeMap::new();
-        let mut appended_at = Vec::with_capacity(records.len());
+        let mut cycle = Cycle::default();
+        let outputs = &mut cycle.outputs;
+        let mut touched = std::collections::BTreeSet::new();
         let mut emitted = Vec::new();
         // Per task, per source: records in offset order with their decoded events.
-        let mut queues: HashMap<u32, [VecDeque<(InputRecord, Result<Event, DecodeError>)>; 3]> =
-            HashMap::new();
+        let mut queues: HashMap<u32, [VecDeque<Decoded>; 3]> = HashMap::new();
         for record in records {
             self.counters[record.source.index()].consumed.increment(1);
             let decoded = self.decoder.decode(
@@ -399,15 +443,22 @@ impl Loop {
                 continue;
             };
             while let Some((record, decoded)) = pop_earliest(&mut queue) {
-                self.apply_record(task, &record, decoded, wall, &mut outputs, &mut emitted);
-                offsets.insert(
+                cycle.offsets.insert(
                     (record.position.topic.clone(), record.position.partition),
                     record.position.offset + 1,
                 );
-                if let Some(at) = record.appended_at {
-                    appended_at.push(at);
+                if task.includes(record.source, record.position.offset) {
+                    // Replayed after a crash: the restored state already has it.
+                    counter!(telemetry::RECORDS_REPLAYED).increment(1);
+                    continue;
                 }
-                self.publish(task_id, &mut emitted, &mut outputs, Some(&record.position));
+                self.apply_record(task, &record, decoded, wall, outputs, &mut emitted);
+                task.mark_included(record.source, record.position.offset);
+                touched.insert(task_id);
+                if let Some(at) = record.appended_at {
+                    cycle.appended_at.push(at);
+                }
+                self.publish(task_id, &mut emitted, outputs, Some(&record.position));
             }
         }
         let consumer = self.consumer.clone();
@@ -419,7 +470,10 @@ impl Loop {
                 task.set_backlog(source, backlog);
             }
             task.tick(wall, &mut emitted);
-            self.publish(*task_id, &mut emitted, &mut outputs, None);
+            if !emitted.is_empty() {
+                touched.insert(*task_id);
+            }
+            self.publish(*task_id, &mut emitted, outputs, None);
             let label = task_id.to_string();
             let watermark = task.watermark();
             if watermark != EventTime::MIN {
@@ -431,9 +485,20 @@ impl Loop {
                 .set(task.ticket_count() as f64);
             gauge!(telemetry::TIMERS_PENDING, "task" => label.clone())
                 .set(task.timer_count() as f64);
-            gauge!(telemetry::WINDOWS_SKIPPED, "task" => label).set(task.windows_skipped() as f64);
+            gauge!(telemetry::WINDOWS_SKIPPED, "task" => label.clone())
+                .set(task.windows_skipped() as f64);
+            if touched.contains(task_id) {
+                let changes = task.take_changelog();
+                counter!(telemetry::CHANGELOG_RECORDS, "task" => label)
+                    .increment(changes.len() as u64);
+                cycle.changelog.extend(
+                    changes
+                        .into_iter()
+                        .map(|(key, value)| (*task_id, key, value)),
+                );
+            }
         }
-        (outputs, offsets, appended_at)
+        cycle
     }
 
     fn apply_record(
@@ -545,23 +610,24 @@ fn pop_earliest<T>(
     best.and_then(|(index, _)| queues[index].pop_front())
 }
 
-/// Awaits the deliveries of each checkpoint in order, then stores its offsets.
+/// Awaits the deliveries of each checkpoint in order, then writes and awaits its
+/// state changes, then stores its offsets.
 async fn commit_delivered(
     consumer: Arc<InputConsumer>,
+    sink: Sink,
+    changelog_topic: String,
     mut checkpoints: mpsc::Receiver<Checkpoint>,
 ) -> anyhow::Result<()> {
-    while let Some(checkpoint) = checkpoints.recv().await {
-        for (topic, delivery) in checkpoint.deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => counter!(telemetry::RECORDS_PRODUCED, "topic" => topic).increment(1),
-                Ok(Err((error, _))) => {
-                    counter!(telemetry::PRODUCE_ERRORS).increment(1);
-                    error!(%error, %topic, "output delivery failed");
-                    anyhow::bail!("delivery to {topic} failed: {error}");
-                }
-                Err(_) => anyhow::bail!("the producer dropped a delivery"),
-            }
+    while let Some(mut checkpoint) = checkpoints.recv().await {
+        await_deliveries(std::mem::take(&mut checkpoint.deliveries)).await?;
+        let mut state_deliveries = Vec::with_capacity(checkpoint.changelog.len());
+        for (task, key, value) in &checkpoint.changelog {
+            let delivery = sink
+                .send_state(&changelog_topic, *task as i32, key, value.as_deref())
+                .context("queueing a changelog record")?;
+            state_deliveries.push((changelog_topic.clone(), delivery));
         }
+        await_deliveries(state_deliveries).await?;
         let now = EventTime::now().millis();
         for appended in checkpoint.appended_at {
             histogram!(telemetry::PROCESSING_LATENCY)
@@ -574,6 +640,22 @@ async fn commit_delivered(
         if let Err(error) = consumer.store_offsets(&tpl) {
             // Partitions revoked meanwhile: their new owner replays them (at-least-once).
             debug!(%error, "offsets not stored");
+        }
+    }
+    Ok(())
+}
+
+/// Awaits deliveries in order; the first failure stops the committer.
+async fn await_deliveries(deliveries: Vec<(String, DeliveryFuture)>) -> anyhow::Result<()> {
+    for (topic, delivery) in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => counter!(telemetry::RECORDS_PRODUCED, "topic" => topic).increment(1),
+            Ok(Err((error, _))) => {
+                counter!(telemetry::PRODUCE_ERRORS).increment(1);
+                error!(%error, %topic, "output delivery failed");
+                anyhow::bail!("delivery to {topic} failed: {error}");
+            }
+            Err(_) => anyhow::bail!("the producer dropped a delivery"),
         }
     }
     Ok(())

@@ -14,7 +14,8 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use crate::config::KafkaConfig;
 use crate::output::OutputRecord;
 
-/// The output producer.
+/// The output producer (cheap to clone: clones share one librdkafka producer).
+#[derive(Clone)]
 pub struct Sink {
     producer: FutureProducer,
 }
@@ -47,10 +48,38 @@ impl Sink {
                 value: Some(value.as_slice()),
             });
         }
-        let mut future_record = FutureRecord::to(&record.topic)
+        let future_record = FutureRecord::to(&record.topic)
             .key(&record.key)
             .payload(&record.value)
             .headers(headers);
+        self.enqueue(future_record)
+    }
+
+    /// Queues a state record for partition `partition` of `topic`; `None` is a tombstone.
+    pub fn send_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let mut future_record = FutureRecord::<[u8], [u8]>::to(topic)
+            .partition(partition)
+            .key(key);
+        if let Some(value) = value {
+            future_record = future_record.payload(value);
+        }
+        self.enqueue(future_record)
+    }
+
+    fn enqueue<K, P>(
+        &self,
+        mut future_record: FutureRecord<'_, K, P>,
+    ) -> Result<DeliveryFuture, KafkaError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
         loop {
             match self.producer.send_result(future_record) {
                 Ok(delivery) => return Ok(delivery),

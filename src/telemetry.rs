@@ -65,6 +65,16 @@ pub const SIGNALS: &str = "cxpulse_signals_total";
 pub const WINDOWS_SKIPPED: &str = "cxpulse_windows_skipped";
 /// Timers pending, per task.
 pub const TIMERS_PENDING: &str = "cxpulse_timers_pending";
+/// Changelog records read while restoring, per task.
+pub const RESTORE_RECORDS: &str = "cxpulse_state_restore_records_total";
+/// Changelog records still to read, per task.
+pub const RESTORE_REMAINING: &str = "cxpulse_state_restore_remaining_records";
+/// Records per second of the latest restore, per task.
+pub const RESTORE_RATE: &str = "cxpulse_state_restore_records_per_second";
+/// Changelog records written, per task.
+pub const CHANGELOG_RECORDS: &str = "cxpulse_state_changelog_records_total";
+/// Input records skipped because the restored state already included them.
+pub const RECORDS_REPLAYED: &str = "cxpulse_records_already_included_total";
 /// Ticket events, per action.
 pub const TICKET_EVENTS: &str = "cxpulse_ticket_events_total";
 /// NPS answers of the latest final window, per category.
@@ -191,6 +201,26 @@ fn describe() {
         "Returned value in minor units, by currency."
     );
     describe_counter!(TICKET_EVENTS, "Ticket events, by action.");
+    describe_counter!(
+        RESTORE_RECORDS,
+        "Changelog records read while restoring task state."
+    );
+    describe_gauge!(
+        RESTORE_REMAINING,
+        "Changelog records still to read before the task consumes."
+    );
+    describe_gauge!(
+        RESTORE_RATE,
+        "Records per second of the latest restore of a task."
+    );
+    describe_counter!(
+        CHANGELOG_RECORDS,
+        "Task state records written to the changelog."
+    );
+    describe_counter!(
+        RECORDS_REPLAYED,
+        "Input records skipped because the restored state already included them."
+    );
     describe_counter!(SIGNALS, "Signals published to the signals topic, by type.");
     describe_gauge!(
         WINDOWS_SKIPPED,

@@ -53,6 +53,11 @@ pub fn outputs(config: &Config, partitions: i32) -> Vec<TopicSpec> {
         plain(&topics.signals),
         plain(&topics.metrics),
         plain(&topics.dlq),
+        TopicSpec {
+            name: topics.changelog.clone(),
+            partitions,
+            configs: vec![("cleanup.policy", "compact")],
+        },
     ]
 }
 

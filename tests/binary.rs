@@ -79,6 +79,7 @@ async fn run_serves_http_and_stops_cleanly_on_sigterm() {
         .env("CXPULSE_TOPICS__SIGNALS", &config.topics.signals)
         .env("CXPULSE_TOPICS__METRICS", &config.topics.metrics)
         .env("CXPULSE_TOPICS__DLQ", &config.topics.dlq)
+        .env("CXPULSE_TOPICS__CHANGELOG", &config.topics.changelog)
         .env("CXPULSE_HTTP__LISTEN", &address)
         .env("CXPULSE_LOG__FORMAT", "json")
         .stdout(Stdio::null())

@@ -92,6 +92,7 @@ pub fn test_config(broker: &Broker, name: &str) -> Config {
         &mut topics.signals,
         &mut topics.metrics,
         &mut topics.dlq,
+        &mut topics.changelog,
     ] {
         *topic = format!("{topic}.{unique}");
     }

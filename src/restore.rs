@@ -1,0 +1,104 @@
+//! Restore: reads a task's changelog partition back into a [`Task`] before
+//! the task consumes, reporting progress as metrics and log lines.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use metrics::{counter, gauge};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::info;
+
+use crate::config::Config;
+use crate::event::EventTime;
+use crate::task::changelog::ChangeRecord;
+use crate::task::{Task, TaskSettings};
+use crate::telemetry;
+
+/// Reads partition `task` of the changelog from the beginning to its end and rebuilds the task.
+pub fn restore(
+    config: &Config,
+    task: u32,
+    settings: Arc<TaskSettings>,
+    timeout: Duration,
+) -> anyhow::Result<Task> {
+    let topic = &config.topics.changelog;
+    let partition = task as i32;
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+        .set("group.id", format!("{}-restore", config.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    for (key, value) in &config.kafka.consumer {
+        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
+            client.set(key, value.to_string());
+        }
+    }
+    let consumer: BaseConsumer = client.create().context("creating the restore consumer")?;
+    let (low, high) = consumer
+        .fetch_watermarks(topic, partition, timeout)
+        .with_context(|| format!("reading the end offsets of {topic}/{partition}"))?;
+    let label = task.to_string();
+    let total = (high - low).max(0);
+    let started = Instant::now();
+    let wall = EventTime::now();
+    if total == 0 {
+        gauge!(telemetry::RESTORE_REMAINING, "task" => label).set(0.0);
+        return Ok(Task::new(task, settings, wall));
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let mut records: Vec<ChangeRecord> = Vec::with_capacity(total as usize);
+    let mut last_report = Instant::now();
+    let mut position = low;
+    while position < high {
+        if started.elapsed() > timeout.max(Duration::from_secs(60)) * 10 {
+            anyhow::bail!("restoring task {task} stalled at offset {position} of {high}");
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(error)) => return Err(error).context("reading the changelog"),
+            Some(Ok(message)) => {
+                position = message.offset() + 1;
+                records.push((
+                    message.key().unwrap_or_default().to_vec(),
+                    message.payload().map(<[u8]>::to_vec),
+                ));
+                counter!(telemetry::RESTORE_RECORDS, "task" => label.clone()).increment(1);
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            let remaining = (high - position).max(0);
+            gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(remaining as f64);
+            info!(
+                task,
+                restored = records.len(),
+                remaining,
+                records_per_second =
+                    (records.len() as f64 / started.elapsed().as_secs_f64()).round(),
+                "restoring task state"
+            );
+            last_report = Instant::now();
+        }
+    }
+    let count = records.len();
+    let restored = Task::restore(task, settings, wall, records)
+        .with_context(|| format!("restoring task {task}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(0.0);
+    gauge!(telemetry::RESTORE_RATE, "task" => label).set(count as f64 / seconds.max(1e-9));
+    info!(
+        task,
+        records = count,
+        profiles = restored.profile_count(),
+        seconds,
+        records_per_second = (count as f64 / seconds.max(1e-9)).round(),
+        "task state restored"
+    );
+    Ok(restored)
+}
