@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod model;
+pub mod scenario;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -333,4 +334,28 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
 pub fn free_address() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("address").to_string()
+}
+
+/// Starts the real `cxpulse run` binary with `config` written to a TOML file
+/// (exactly what an operator would do), serving HTTP on `address`, logging JSON to `log`.
+pub fn spawn_run(config: &Config, address: &str, log: std::process::Stdio) -> std::process::Child {
+    let mut config = config.clone();
+    config.http.listen = address.parse().expect("socket address");
+    config.log.format = cxpulse::config::LogFormat::Json;
+    let file = std::env::temp_dir().join(format!("cxpulse-{}-{}.toml", config.kafka.group_id, std::process::id()));
+    std::fs::write(&file, toml::to_string(&config).expect("config as TOML")).expect("config file");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cxpulse"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("CXPULSE_") {
+            command.env_remove(key);
+        }
+    }
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("cxpulse starts")
 }

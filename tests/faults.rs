@@ -1,0 +1,62 @@
+//! Fault tests: `kill -9` of the real binary at random points while a
+//! generated population streams in; after restarts, every window and profile
+//! equals the model (the uninterrupted result), field for field.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::scenario::{self, Scenario};
+use common::Broker;
+use cxpulse::decode::Format;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+async fn wait_ready(address: &str) {
+    let ready = common::eventually(Duration::from_secs(90), || {
+        common::http_get(address, "/readyz").is_some_and(|(status, _)| status == 200)
+    })
+    .await;
+    assert!(ready, "cxpulse never became ready");
+}
+
+fn start(config: &cxpulse::config::Config, address: &str, log: &std::path::Path) -> Child {
+    let file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    common::spawn_run(config, address, Stdio::from(file))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_changes_no_result() {
+    let broker = Broker::mock();
+    let config = common::test_config(&broker, "kill9");
+    let partitions = 3;
+    broker.create_topics(&config, partitions).await;
+    let scenario = Scenario { customers: 300, days: 3, visits_per_day: 3.0 };
+    let (events, data_start, data_end) = scenario::events(&scenario, 21);
+    let address = common::free_address();
+    let log = std::env::temp_dir().join(format!("cxpulse-kill9-{}.log", std::process::id()));
+    let mut child = start(&config, &address, &log);
+    let producer = common::producer(&broker);
+    let mut rng = SmallRng::seed_from_u64(std::process::id() as u64);
+    let chunks: Vec<_> = events.chunks(events.len() / 12 + 1).collect();
+    let mut kills = 0;
+    for (index, chunk) in chunks.iter().enumerate() {
+        common::produce_events(&producer, &config, chunk, Format::Json).await;
+        if index % 4 == 1 {
+            wait_ready(&address).await;
+            // Somewhere in the middle of processing what was just produced.
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+            child.kill().expect("kill -9");
+            child.wait().expect("reaped");
+            kills += 1;
+            child = start(&config, &address, &log);
+        }
+    }
+    let flush_time = scenario::produce_flush(&producer, &config, partitions).await;
+    scenario::verify(&broker, &config, partitions, &events, data_start, data_end, flush_time, true);
+    eprintln!("{kills} kill -9 during {} events: every window and profile equals the model", events.len());
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+    assert!(kills >= 3);
+}
