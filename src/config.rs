@@ -91,6 +91,9 @@ pub struct KafkaConfig {
     /// How often stored offsets of delivered work are committed.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// How long every broker may stay unreachable (at start-up or later) before cxpulse exits with an error.
+    #[serde(with = "humantime_serde")]
+    pub unreachable_timeout: Duration,
     /// Extra librdkafka consumer properties (TLS, SASL, tuning).
     pub consumer: BTreeMap<String, PropertyValue>,
     /// Extra librdkafka producer properties (TLS, SASL, tuning).
@@ -104,6 +107,7 @@ impl Default for KafkaConfig {
             group_id: "cxpulse".into(),
             client_id: "cxpulse".into(),
             commit_interval: Duration::from_secs(1),
+            unreachable_timeout: Duration::from_secs(300),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }

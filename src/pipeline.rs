@@ -115,7 +115,7 @@ pub fn start(
     shared: Arc<Shared>,
 ) -> anyhow::Result<Running> {
     let consumer = source::consumer(&config).context("creating the consumer")?;
-    let partitions = source::check_co_partitioning(&consumer, &config, Duration::from_secs(30))?;
+    let partitions = source::wait_for_inputs(&consumer, &config)?;
     // Outputs and the changelog exist, co-partitioned, before any task restores or produces.
     runtime.block_on(topics::ensure(
         &config,
@@ -208,6 +208,8 @@ struct Loop {
     encoder: Encoder,
     counters: [TopicCounters; 3],
     gauges: WindowGauges,
+    /// Since when librdkafka reports every broker down, and when we last probed.
+    brokers_down: Option<(Instant, Instant)>,
 }
 
 impl Loop {
@@ -233,6 +235,7 @@ impl Loop {
             ),
             counters: Source::ALL.map(|source| TopicCounters::new(config.topics.input(source))),
             gauges: WindowGauges::default(),
+            brokers_down: None,
             consumer: Arc::new(consumer),
             sink,
             shared,
@@ -285,6 +288,7 @@ impl Loop {
                 );
             }
             let records = self.poll_batch();
+            self.check_brokers()?;
             self.apply_assignment_changes()?;
             let cycle = self.process(records);
             if cycle.outputs.is_empty() && cycle.offsets.is_empty() && cycle.changelog.is_empty() {
@@ -311,8 +315,37 @@ impl Loop {
         Ok(())
     }
 
+    /// Fails once every broker has been unreachable for `kafka.unreachable_timeout`;
+    /// until then librdkafka keeps retrying and a probe every few seconds notices recovery.
+    fn check_brokers(&mut self) -> anyhow::Result<()> {
+        let Some((since, probed)) = self.brokers_down else {
+            return Ok(());
+        };
+        let limit = self.config.kafka.unreachable_timeout;
+        if since.elapsed() >= limit {
+            anyhow::bail!(
+                "every Kafka broker has been unreachable for {:?} (kafka.unreachable_timeout); giving up",
+                since.elapsed()
+            );
+        }
+        if probed.elapsed() >= Duration::from_secs(5) {
+            if self
+                .consumer
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok()
+            {
+                info!("brokers reachable again");
+                self.brokers_down = None;
+            } else {
+                warn!(down_for = ?since.elapsed(), limit = ?limit, "brokers still unreachable; retrying");
+                self.brokers_down = Some((since, Instant::now()));
+            }
+        }
+        Ok(())
+    }
+
     /// Polls up to `batch_max_records`, waiting at most `batch_max_wait` for the first.
-    fn poll_batch(&self) -> Vec<InputRecord> {
+    fn poll_batch(&mut self) -> Vec<InputRecord> {
         let processing = &self.config.processing;
         let deadline = Instant::now() + processing.batch_max_wait;
         let mut records = Vec::new();
@@ -325,10 +358,15 @@ impl Loop {
             match self.consumer.poll(wait) {
                 None => break,
                 Some(Err(error)) => {
+                    if let KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) = error {
+                        let now = Instant::now();
+                        self.brokers_down.get_or_insert((now, now));
+                    }
                     warn!(%error, "consumer error");
                     break;
                 }
                 Some(Ok(message)) => {
+                    self.brokers_down = None;
                     let Some(source) = self.config.topics.source_of(message.topic()) else {
                         continue;
                     };

@@ -146,6 +146,9 @@ pub enum SourceError {
     /// librdkafka refused the configuration or a request failed.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// No broker answered within `kafka.unreachable_timeout`.
+    #[error("no Kafka broker answered within {0:?} (kafka.unreachable_timeout): {1}")]
+    Unreachable(Duration, KafkaError),
     /// An input topic is missing.
     #[error("input topic `{0}` does not exist (create it with the same partition count as the other inputs)")]
     MissingTopic(String),
@@ -177,6 +180,30 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
         client.set(key, value.to_string());
     }
     Ok(client.create_with_context(SourceContext::default())?)
+}
+
+/// Checks the inputs, retrying while the brokers are unreachable, for at most
+/// `kafka.unreachable_timeout`; returns the partition count.
+pub fn wait_for_inputs(consumer: &InputConsumer, config: &Config) -> Result<usize, SourceError> {
+    let started = std::time::Instant::now();
+    let limit = config.kafka.unreachable_timeout;
+    loop {
+        let attempt = Duration::from_secs(10)
+            .min(limit.saturating_sub(started.elapsed()))
+            .max(Duration::from_secs(1));
+        match check_co_partitioning(consumer, config, attempt) {
+            Err(SourceError::Kafka(error))
+                if started.elapsed() + Duration::from_secs(1) < limit =>
+            {
+                warn!(%error, waited = ?started.elapsed(), ?limit, "brokers unreachable at start-up; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(SourceError::Kafka(error)) => {
+                return Err(SourceError::Unreachable(limit, error));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Checks that the three inputs exist and share one partition count; returns it.

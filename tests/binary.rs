@@ -160,3 +160,24 @@ async fn run_serves_http_and_stops_cleanly_on_sigterm() {
         "clean stop: {stderr}"
     );
 }
+
+#[test]
+fn unreachable_brokers_end_in_a_clear_error_and_non_zero_exit() {
+    let closed = common::free_address();
+    let started = Instant::now();
+    let output = cxpulse()
+        .arg("run")
+        .env("CXPULSE_KAFKA__BOOTSTRAP_SERVERS", &closed)
+        .env("CXPULSE_KAFKA__UNREACHABLE_TIMEOUT", "4s")
+        .env("CXPULSE_HTTP__LISTEN", common::free_address())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("kafka.unreachable_timeout"), "{stderr}");
+    assert!(
+        stderr.contains("retrying"),
+        "retries are logged before giving up: {stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

@@ -93,8 +93,8 @@ impl Task {
                 delta.map(|delta| json(&delta)),
             ));
         }
-        let (batch, expired) = self.dedupe.take_changes();
-        if let Some((sequence, batch)) = batch {
+        let (batches, expired) = self.dedupe.take_changes();
+        for (sequence, batch) in batches {
             records.push((format!("d/{sequence}").into_bytes(), Some(json(&batch))));
         }
         for sequence in expired {

@@ -25,6 +25,9 @@ pub struct Dedupe {
     next_batch: u64,
 }
 
+/// Most fingerprints in one changelog record (about 50 bytes each as JSON).
+pub const MAX_BATCH_ENTRIES: usize = 10_000;
+
 /// One changelog record of de-duplication memory.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DedupeBatch {
@@ -81,23 +84,25 @@ impl Dedupe {
         }
     }
 
-    /// The batch of entries added since the last call (with its sequence), and
+    /// The batches of entries added since the last call (with their sequences; at most
+    /// [`MAX_BATCH_ENTRIES`] each, so a record stays far below Kafka's size limit), and
     /// the sequences of batches that expired.
-    pub fn take_changes(&mut self) -> (Option<(u64, DedupeBatch)>, Vec<u64>) {
+    pub fn take_changes(&mut self) -> (Vec<(u64, DedupeBatch)>, Vec<u64>) {
         let expired = std::mem::take(&mut self.expired);
-        if self.added.is_empty() {
-            return (None, expired);
-        }
-        let sequence = self.next_batch;
-        self.next_batch += 1;
         let added = std::mem::take(&mut self.added);
-        let newest = added.iter().map(|(_, at)| *at).max().unwrap_or_default();
-        self.batches.insert(sequence, newest);
-        let entries = added
-            .into_iter()
-            .map(|(key, at)| ((key >> 64) as u64, key as u64, at))
-            .collect();
-        (Some((sequence, DedupeBatch { entries })), expired)
+        let mut batches = Vec::new();
+        for chunk in added.chunks(MAX_BATCH_ENTRIES) {
+            let sequence = self.next_batch;
+            self.next_batch += 1;
+            let newest = chunk.iter().map(|(_, at)| *at).max().unwrap_or_default();
+            self.batches.insert(sequence, newest);
+            let entries = chunk
+                .iter()
+                .map(|(key, at)| ((key >> 64) as u64, *key as u64, *at))
+                .collect();
+            batches.push((sequence, DedupeBatch { entries }));
+        }
+        (batches, expired)
     }
 
     /// Puts back a batch read from the changelog, skipping entries older than `horizon`.

@@ -342,7 +342,11 @@ pub fn spawn_run(config: &Config, address: &str, log: std::process::Stdio) -> st
     let mut config = config.clone();
     config.http.listen = address.parse().expect("socket address");
     config.log.format = cxpulse::config::LogFormat::Json;
-    let file = std::env::temp_dir().join(format!("cxpulse-{}-{}.toml", config.kafka.group_id, std::process::id()));
+    let file = std::env::temp_dir().join(format!(
+        "cxpulse-{}-{}.toml",
+        config.kafka.group_id,
+        std::process::id()
+    ));
     std::fs::write(&file, toml::to_string(&config).expect("config as TOML")).expect("config file");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cxpulse"));
     for (key, _) in std::env::vars() {
