@@ -188,13 +188,11 @@ pub fn wait_for_inputs(consumer: &InputConsumer, config: &Config) -> Result<usiz
     let started = std::time::Instant::now();
     let limit = config.kafka.unreachable_timeout;
     loop {
-        let attempt = Duration::from_secs(10)
+        let attempt = Duration::from_secs(2)
             .min(limit.saturating_sub(started.elapsed()))
-            .max(Duration::from_secs(1));
+            .max(Duration::from_millis(500));
         match check_co_partitioning(consumer, config, attempt) {
-            Err(SourceError::Kafka(error))
-                if started.elapsed() + Duration::from_secs(1) < limit =>
-            {
+            Err(SourceError::Kafka(error)) if started.elapsed() < limit => {
                 warn!(%error, waited = ?started.elapsed(), ?limit, "brokers unreachable at start-up; retrying");
                 std::thread::sleep(Duration::from_secs(1));
             }

@@ -163,13 +163,13 @@ async fn run_serves_http_and_stops_cleanly_on_sigterm() {
 
 #[test]
 fn unreachable_brokers_end_in_a_clear_error_and_non_zero_exit() {
-    let closed = common::free_address();
+    let [closed, listen]: [String; 2] = common::free_addresses(2).try_into().unwrap();
     let started = Instant::now();
     let output = cxpulse()
         .arg("run")
         .env("CXPULSE_KAFKA__BOOTSTRAP_SERVERS", &closed)
         .env("CXPULSE_KAFKA__UNREACHABLE_TIMEOUT", "4s")
-        .env("CXPULSE_HTTP__LISTEN", common::free_address())
+        .env("CXPULSE_HTTP__LISTEN", listen)
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -21,13 +21,23 @@ async fn wait_ready(address: &str) {
     assert!(ready, "cxpulse never became ready");
 }
 
-fn start(config: &cxpulse::config::Config, address: &str, log: &std::path::Path) -> Child {
+/// A running `cxpulse` that is killed if the test ends early (a failed assertion).
+struct Instance(Child);
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(config: &cxpulse::config::Config, address: &str, log: &std::path::Path) -> Instance {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)
         .expect("log file");
-    common::spawn_run(config, address, Stdio::from(file))
+    Instance(common::spawn_run(config, address, Stdio::from(file)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,8 +65,8 @@ async fn kill_9_at_random_points_changes_no_result() {
             wait_ready(&address).await;
             // Somewhere in the middle of processing what was just produced.
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
-            child.kill().expect("kill -9");
-            child.wait().expect("reaped");
+            child.0.kill().expect("kill -9");
+            child.0.wait().expect("reaped");
             kills += 1;
             child = start(&config, &address, &log);
         }
@@ -69,10 +79,7 @@ async fn kill_9_at_random_points_changes_no_result() {
         "{kills} kill -9 during {} events: every window and profile equals the model",
         events.len()
     );
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    terminate(&mut child);
     assert!(kills >= 3);
 }
 
@@ -83,7 +90,8 @@ fn tasks_assigned(address: &str) -> Option<f64> {
         .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
-fn terminate(child: &mut Child) {
+fn terminate(instance: &mut Instance) {
+    let child = &mut instance.0;
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -104,7 +112,7 @@ async fn scaling_from_1_to_3_to_1_instances_changes_no_result() {
     };
     let (events, data_start, data_end) = scenario::events(&scenario, 33);
     let log = std::env::temp_dir().join(format!("cxpulse-scale-{}.log", std::process::id()));
-    let addresses: Vec<String> = (0..3).map(|_| common::free_address()).collect();
+    let addresses = common::free_addresses(3);
     let producer = common::producer(&broker);
     let chunks: Vec<_> = events.chunks(events.len() / 3 + 1).collect();
 
@@ -113,7 +121,7 @@ async fn scaling_from_1_to_3_to_1_instances_changes_no_result() {
     common::produce_events(&producer, &config, chunks[0], Format::Json).await;
 
     // Scale out: three members share six tasks.
-    let mut others: Vec<Child> = addresses[1..]
+    let mut others: Vec<Instance> = addresses[1..]
         .iter()
         .map(|address| start(&config, address, &log))
         .collect();

@@ -332,8 +332,19 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
 
 /// A loopback address with a port that was free a moment ago.
 pub fn free_address() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("address").to_string()
+    free_addresses(1).remove(0)
+}
+
+/// `count` distinct loopback addresses whose ports were free a moment ago.
+pub fn free_addresses(count: usize) -> Vec<String> {
+    // Held together so the kernel cannot hand out one port twice.
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("address").to_string())
+        .collect()
 }
 
 /// Starts the real `cxpulse run` binary with `config` written to a TOML file
@@ -342,10 +353,12 @@ pub fn spawn_run(config: &Config, address: &str, log: std::process::Stdio) -> st
     let mut config = config.clone();
     config.http.listen = address.parse().expect("socket address");
     config.log.format = cxpulse::config::LogFormat::Json;
+    // One file per instance: instances started together must not share (or race on) one.
     let file = std::env::temp_dir().join(format!(
-        "cxpulse-{}-{}.toml",
+        "cxpulse-{}-{}-{}.toml",
         config.kafka.group_id,
-        std::process::id()
+        std::process::id(),
+        address.replace([':', '.'], "_")
     ));
     std::fs::write(&file, toml::to_string(&config).expect("config as TOML")).expect("config file");
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cxpulse"));
