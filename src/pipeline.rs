@@ -506,6 +506,10 @@ impl Loop {
                     .context()
                     .has_backlog(self.config.topics.input(source), *task_id as i32);
                 task.set_backlog(source, backlog);
+                // While no broker answers, silence is not idleness: freeze idle clocks.
+                if self.brokers_down.is_some() {
+                    task.touch(source, wall);
+                }
             }
             task.tick(wall, &mut emitted);
             if !emitted.is_empty() {
