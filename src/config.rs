@@ -94,6 +94,9 @@ pub struct KafkaConfig {
     /// How long every broker may stay unreachable (at start-up or later) before cxpulse exits with an error.
     #[serde(with = "humantime_serde")]
     pub unreachable_timeout: Duration,
+    /// `transactional.id` in `exactly_once` mode; empty means `{group_id}-{HOSTNAME}`
+    /// (stable per pod, so a restarted pod fences its previous incarnation).
+    pub transactional_id: String,
     /// Extra librdkafka consumer properties (TLS, SASL, tuning).
     pub consumer: BTreeMap<String, PropertyValue>,
     /// Extra librdkafka producer properties (TLS, SASL, tuning).
@@ -108,6 +111,7 @@ impl Default for KafkaConfig {
             client_id: "cxpulse".into(),
             commit_interval: Duration::from_secs(1),
             unreachable_timeout: Duration::from_secs(300),
+            transactional_id: String::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }
@@ -251,6 +255,8 @@ pub struct ProcessingConfig {
     /// Longest wait to fill one processing cycle.
     #[serde(with = "humantime_serde")]
     pub batch_max_wait: Duration,
+    /// `at_least_once` or `exactly_once` (Kafka transactions).
+    pub guarantee: Guarantee,
     /// Longest graceful shutdown before the process gives up and exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -269,8 +275,19 @@ impl Default for ProcessingConfig {
             batch_max_records: 5000,
             batch_max_wait: Duration::from_millis(50),
             shutdown_timeout: Duration::from_secs(30),
+            guarantee: Guarantee::AtLeastOnce,
         }
     }
+}
+
+/// Delivery guarantee of outputs.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Outputs may repeat after a crash (same `event_id`); state is effectively once.
+    AtLeastOnce,
+    /// Outputs, changelog and input offsets commit in one Kafka transaction.
+    ExactlyOnce,
 }
 
 /// One rolling window: `W(e) = [e - size, e)` for every multiple `e` of `step`.

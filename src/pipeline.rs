@@ -29,7 +29,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Guarantee};
 use crate::decode::{DecodeError, Decoder};
 use crate::event::{Event, EventTime, Source};
 use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition};
@@ -141,7 +141,16 @@ pub fn start(
         .subscribe(&inputs)
         .context("subscribing to the input topics")?;
     info!(partitions, topics = ?inputs, "inputs are co-partitioned; subscribed");
-    let sink = Sink::new(&config.kafka).context("creating the producer")?;
+    let transactional_id = (config.processing.guarantee == Guarantee::ExactlyOnce).then(|| {
+        if config.kafka.transactional_id.is_empty() {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "cxpulse".into());
+            format!("{}-{host}", config.kafka.group_id)
+        } else {
+            config.kafka.transactional_id.clone()
+        }
+    });
+    let sink =
+        Sink::new(&config.kafka, transactional_id.as_deref()).context("creating the producer")?;
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("cxpulse-pipeline".into())
@@ -294,6 +303,10 @@ impl Loop {
             if cycle.outputs.is_empty() && cycle.offsets.is_empty() && cycle.changelog.is_empty() {
                 continue;
             }
+            if self.config.processing.guarantee == Guarantee::ExactlyOnce {
+                self.commit_transaction(cycle)?;
+                continue;
+            }
             let mut deliveries = Vec::with_capacity(cycle.outputs.len());
             for record in &cycle.outputs {
                 let delivery = self
@@ -313,6 +326,55 @@ impl Loop {
             }
         }
         Ok(())
+    }
+
+    /// Exactly-once: outputs, changelog and input offsets of one cycle in one transaction.
+    /// Any failure aborts it and stops the pipeline; the restart restores the state of
+    /// the last committed transaction and replays from its offsets.
+    fn commit_transaction(&mut self, cycle: Cycle) -> anyhow::Result<()> {
+        let timeout = Duration::from_secs(30);
+        let group = self
+            .consumer
+            .group_metadata()
+            .context("no consumer group metadata for the transaction")?;
+        self.sink.begin().context("beginning a transaction")?;
+        let result = (|| -> anyhow::Result<()> {
+            for record in &cycle.outputs {
+                self.sink.send(record)?;
+            }
+            for (task, key, value) in &cycle.changelog {
+                self.sink.send_state(
+                    &self.config.topics.changelog,
+                    *task as i32,
+                    key,
+                    value.as_deref(),
+                )?;
+            }
+            let mut offsets = TopicPartitionList::new();
+            for ((topic, partition), next) in &cycle.offsets {
+                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+            self.sink.commit(&offsets, &group, timeout)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                counter!(telemetry::COMMITS, "result" => "transaction").increment(1);
+                for record in &cycle.outputs {
+                    counter!(telemetry::RECORDS_PRODUCED, "topic" => record.topic.clone())
+                        .increment(1);
+                }
+                Ok(())
+            }
+            Err(error) => {
+                if let Err(abort) = self.sink.abort(timeout) {
+                    warn!(%abort, "aborting the transaction failed");
+                }
+                Err(error.context(
+                    "transaction failed (aborted); restart replays from the last committed one",
+                ))
+            }
+        }
     }
 
     /// Fails once every broker has been unreachable for `kafka.unreachable_timeout`;

@@ -32,7 +32,9 @@ pub fn restore(
         .set("bootstrap.servers", &config.kafka.bootstrap_servers)
         .set("group.id", format!("{}-restore", config.kafka.group_id))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // State from aborted transactions must never come back.
+        .set("isolation.level", "read_committed");
     for (key, value) in &config.kafka.consumer {
         if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
             client.set(key, value.to_string());

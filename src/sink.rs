@@ -21,8 +21,8 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Creates the idempotent producer from config.
-    pub fn new(config: &KafkaConfig) -> Result<Self, KafkaError> {
+    /// Creates the idempotent producer from config; transactional when `transactional_id` is given.
+    pub fn new(config: &KafkaConfig, transactional_id: Option<&str>) -> Result<Self, KafkaError> {
         let mut client = ClientConfig::new();
         client
             .set("bootstrap.servers", &config.bootstrap_servers)
@@ -31,12 +31,20 @@ impl Sink {
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "300000");
+        if let Some(id) = transactional_id {
+            // A record may not outlive its transaction (librdkafka's default is 60s).
+            client
+                .set("transactional.id", id)
+                .set("message.timeout.ms", "60000");
+        }
         for (key, value) in &config.producer {
             client.set(key, value.to_string());
         }
-        Ok(Sink {
-            producer: client.create()?,
-        })
+        let producer: FutureProducer = client.create()?;
+        if transactional_id.is_some() {
+            producer.init_transactions(Duration::from_secs(30))?;
+        }
+        Ok(Sink { producer })
     }
 
     /// Queues `record`; the future resolves when the brokers acknowledged it.
@@ -91,6 +99,28 @@ impl Sink {
                 Err((error, _)) => return Err(error),
             }
         }
+    }
+
+    /// Starts a transaction (exactly-once mode).
+    pub fn begin(&self) -> Result<(), KafkaError> {
+        self.producer.begin_transaction()
+    }
+
+    /// Adds the input offsets to the open transaction and commits it.
+    pub fn commit(
+        &self,
+        offsets: &rdkafka::TopicPartitionList,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<(), KafkaError> {
+        self.producer
+            .send_offsets_to_transaction(offsets, group, timeout)?;
+        self.producer.commit_transaction(timeout)
+    }
+
+    /// Aborts the open transaction.
+    pub fn abort(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.abort_transaction(timeout)
     }
 
     /// Waits until every queued record is delivered or `timeout` passes.

@@ -176,6 +176,12 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
         .set("auto.offset.reset", "earliest")
         // Lag per partition feeds the metrics and the idle-partition rule.
         .set("statistics.interval.ms", "1000");
+    if config.processing.guarantee == crate::config::Guarantee::ExactlyOnce {
+        // Offsets commit inside the producer's transactions; aborted records are never read.
+        client
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+    }
     for (key, value) in &kafka.consumer {
         client.set(key, value.to_string());
     }

@@ -40,47 +40,199 @@ fn start(config: &cxpulse::config::Config, address: &str, log: &std::path::Path)
     Instance(common::spawn_run(config, address, Stdio::from(file)))
 }
 
+/// One bad record of each kind of SPEC section 2 that fits in a small value: (topic, value).
+fn bad_records(config: &cxpulse::config::Config) -> Vec<(String, String)> {
+    let now = cxpulse::event::EventTime::now();
+    let at = now.plus_millis(-60_000).to_rfc3339();
+    let future = now.plus_millis(7_200_000).to_rfc3339();
+    let common = format!(r#""event_id":"b","customer_id":"c-bad","occurred_at":"{at}""#);
+    let t = &config.topics;
+    vec![
+        (t.surveys.clone(), "{not json".to_string()),
+        (t.purchases.clone(), format!(r#"{{{common},"order_id":"o","action":"stolen"}}"#)),
+        (t.surveys.clone(), format!(r#"{{{common},"survey_id":"s","kind":"mood","score":1}}"#)),
+        (t.tickets.clone(), format!(r#"{{{common},"action":"opened","channel":"chat"}}"#)),
+        (t.surveys.clone(), format!(r#"{{{common},"survey_id":"s","kind":"nps","score":11}}"#)),
+        (t.purchases.clone(), format!(r#"{{{common},"order_id":"o","action":"placed","amount_minor":-1,"currency":"EUR"}}"#)),
+        (t.purchases.clone(), format!(r#"{{{common},"order_id":"o","action":"placed","amount_minor":1,"currency":"eu"}}"#)),
+        (t.surveys.clone(), r#"{"event_id":"b","customer_id":"c-bad","occurred_at":"soon","survey_id":"s","kind":"nps","score":1}"#.to_string()),
+        (t.surveys.clone(), format!(r#"{{"event_id":"b","customer_id":"c-bad","occurred_at":"{future}","survey_id":"s","kind":"nps","score":1}}"#)),
+    ]
+}
+
+/// Every bad record produced by [`stream_with_kills`] is in the DLQ; returns how often each id is there.
+fn dead_letters(
+    broker: &Broker,
+    config: &cxpulse::config::Config,
+) -> std::collections::BTreeMap<String, usize> {
+    let expected = 12 * bad_records(config).len();
+    let records = common::read_until(
+        broker,
+        &config.topics.dlq,
+        Duration::from_secs(60),
+        |records| {
+            records
+                .iter()
+                .map(|r| r.header("test-bad-id"))
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                >= expected
+        },
+    );
+    let mut counts = std::collections::BTreeMap::new();
+    for record in &records {
+        assert!(!record.header("cxpulse.error.reason").is_empty());
+        *counts
+            .entry(record.header("test-bad-id").to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Streams a population while killing the binary with `kill -9` three times; returns
+/// the events, the data bounds and the flush time for verification.
+async fn stream_with_kills(
+    broker: &Broker,
+    config: &cxpulse::config::Config,
+    partitions: i32,
+    seed: u64,
+) -> (
+    Vec<cxpulse::event::Event>,
+    i64,
+    i64,
+    cxpulse::event::EventTime,
+    Instance,
+) {
+    let scenario = Scenario {
+        customers: 300,
+        days: 3,
+        visits_per_day: 3.0,
+    };
+    let (events, data_start, data_end) = scenario::events(&scenario, seed);
+    let address = common::free_address();
+    let log = std::env::temp_dir().join(format!(
+        "cxpulse-{}-{}.log",
+        config.kafka.group_id,
+        std::process::id()
+    ));
+    let mut child = start(config, &address, &log);
+    let producer = common::producer(broker);
+    let mut rng = SmallRng::seed_from_u64(std::process::id() as u64);
+    let chunks: Vec<_> = events.chunks(events.len().div_ceil(12)).collect();
+    assert_eq!(chunks.len(), 12);
+    let mut kills = 0;
+    for (index, chunk) in chunks.iter().enumerate() {
+        common::produce_events(&producer, config, chunk, Format::Json).await;
+        // Every kind of bad record, mixed in, each with an id to find it in the DLQ.
+        for (kind, (topic, value)) in bad_records(config).into_iter().enumerate() {
+            let id = format!("bad-{index}-{kind}");
+            let headers: &[(&str, &[u8])] = &[
+                ("content-type", b"application/json"),
+                ("test-bad-id", id.as_bytes()),
+            ];
+            common::produce_raw(
+                &producer,
+                &topic,
+                None,
+                Some(b"c-bad"),
+                value.as_bytes(),
+                headers,
+            )
+            .await;
+        }
+        if index % 4 == 1 {
+            wait_ready(&address).await;
+            tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
+            child.0.kill().expect("kill -9");
+            child.0.wait().expect("reaped");
+            kills += 1;
+            child = start(config, &address, &log);
+        }
+    }
+    assert_eq!(kills, 3);
+    let flush_time = scenario::produce_flush(&producer, config, partitions).await;
+    (events, data_start, data_end, flush_time, child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_duplicates_no_derived_event_across_crashes() {
+    let broker = Broker::mock();
+    let mut config = common::test_config(&broker, "eos");
+    config.processing.guarantee = cxpulse::config::Guarantee::ExactlyOnce;
+    config.kafka.transactional_id = format!("cxpulse-eos-{}", std::process::id());
+    let partitions = 3;
+    broker.create_topics(&config, partitions).await;
+    let (events, data_start, data_end, flush_time, mut instance) =
+        stream_with_kills(&broker, &config, partitions, 55).await;
+    // No duplicate window at all (crashes = false), and every window and profile equals the model.
+    scenario::verify(
+        &broker, &config, partitions, &events, data_start, data_end, flush_time, false,
+    );
+    let unique: std::collections::HashSet<_> = events
+        .iter()
+        .map(|e| (e.customer_id.clone(), e.event_id.clone()))
+        .collect();
+    let enriched = common::read_until(
+        &broker,
+        &config.topics.enriched,
+        Duration::from_secs(60),
+        |records| records.len() >= unique.len() + partitions as usize,
+    );
+    let mut ids = std::collections::HashSet::new();
+    for record in &enriched {
+        let id = record.header("ce_id").to_string();
+        assert!(
+            ids.insert(id.clone()),
+            "enriched event {id} committed twice"
+        );
+    }
+    assert_eq!(
+        enriched.len(),
+        unique.len() + 3 * partitions as usize,
+        "one enriched event per valid input (flush included)"
+    );
+    let dlq = dead_letters(&broker, &config);
+    assert_eq!(
+        dlq.len(),
+        12 * bad_records(&config).len(),
+        "every bad record is in the DLQ"
+    );
+    assert!(
+        dlq.values().all(|count| *count == 1),
+        "exactly once: no dead letter twice"
+    );
+    eprintln!(
+        "exactly-once: 3 kill -9, {} enriched events and {} dead letters, none duplicated",
+        enriched.len(),
+        dlq.len()
+    );
+    terminate(&mut instance);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_changes_no_result() {
     let broker = Broker::mock();
     let config = common::test_config(&broker, "kill9");
     let partitions = 3;
     broker.create_topics(&config, partitions).await;
-    let scenario = Scenario {
-        customers: 300,
-        days: 3,
-        visits_per_day: 3.0,
-    };
-    let (events, data_start, data_end) = scenario::events(&scenario, 21);
-    let address = common::free_address();
-    let log = std::env::temp_dir().join(format!("cxpulse-kill9-{}.log", std::process::id()));
-    let mut child = start(&config, &address, &log);
-    let producer = common::producer(&broker);
-    let mut rng = SmallRng::seed_from_u64(std::process::id() as u64);
-    let chunks: Vec<_> = events.chunks(events.len() / 12 + 1).collect();
-    let mut kills = 0;
-    for (index, chunk) in chunks.iter().enumerate() {
-        common::produce_events(&producer, &config, chunk, Format::Json).await;
-        if index % 4 == 1 {
-            wait_ready(&address).await;
-            // Somewhere in the middle of processing what was just produced.
-            tokio::time::sleep(Duration::from_millis(rng.random_range(0..1500))).await;
-            child.0.kill().expect("kill -9");
-            child.0.wait().expect("reaped");
-            kills += 1;
-            child = start(&config, &address, &log);
-        }
-    }
-    let flush_time = scenario::produce_flush(&producer, &config, partitions).await;
+    let (events, data_start, data_end, flush_time, mut instance) =
+        stream_with_kills(&broker, &config, partitions, 21).await;
+    // At-least-once: a window may repeat across a crash, always with the same content.
     scenario::verify(
         &broker, &config, partitions, &events, data_start, data_end, flush_time, true,
     );
-    eprintln!(
-        "{kills} kill -9 during {} events: every window and profile equals the model",
-        events.len()
+    let dlq = dead_letters(&broker, &config);
+    assert_eq!(
+        dlq.len(),
+        12 * bad_records(&config).len(),
+        "every bad record is in the DLQ, none lost"
     );
-    terminate(&mut child);
-    assert!(kills >= 3);
+    eprintln!(
+        "3 kill -9 during {} events and {} bad records: every window and profile equals the model, every bad record is in the DLQ",
+        events.len(),
+        dlq.len()
+    );
+    terminate(&mut instance);
 }
 
 fn tasks_assigned(address: &str) -> Option<f64> {

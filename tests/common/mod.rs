@@ -240,6 +240,8 @@ pub fn read_until(
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", format!("reader-{topic}"))
         .set("enable.auto.commit", "false")
+        // Only what was committed (exactly-once mode writes in transactions).
+        .set("isolation.level", "read_committed")
         .create()
         .expect("reader");
     let deadline = Instant::now() + timeout;
