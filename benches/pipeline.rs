@@ -170,6 +170,12 @@ fn main() {
     config.kafka.bootstrap_servers = cluster.bootstrap_servers();
     config.kafka.group_id = "cxpulse-bench".into();
     config.processing.idle_timeout = Duration::from_secs(5);
+    // `-- --exactly-once` measures the transactional mode.
+    if std::env::args().any(|arg| arg == "--exactly-once") {
+        config.processing.guarantee = cxpulse::config::Guarantee::ExactlyOnce;
+        config.kafka.transactional_id = "cxpulse-bench".into();
+    }
+    println!("guarantee: {:?}", config.processing.guarantee);
     let partitions = 4;
     for spec in topics::inputs(&config, partitions)
         .iter()
