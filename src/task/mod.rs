@@ -306,16 +306,7 @@ impl Task {
             || Cause::Record,
             &mut signals,
         );
-        for (kind, cause, ticket_id) in signals {
-            out.push(Emitted::Signal(signal(
-                profile,
-                kind,
-                at,
-                cause,
-                ticket_id,
-                segment_before,
-            )));
-        }
+        push_signals(profile, at, segment_before, signals, out);
         reschedule_review(profile, rules, &mut self.timers);
         for (measure_at, measure) in &self.measures {
             self.windows.record(*measure_at, measure);
@@ -424,16 +415,7 @@ impl Task {
                 cause: key.clone(),
             });
         }
-        for (kind, cause, ticket_id) in signals {
-            out.push(Emitted::Signal(signal(
-                profile,
-                kind,
-                at,
-                cause,
-                ticket_id,
-                segment_before,
-            )));
-        }
+        push_signals(profile, at, segment_before, signals, out);
         reschedule_review(profile, rules, &mut self.timers);
     }
 }
@@ -451,6 +433,26 @@ fn classification_signals(
     }
     if profile.segment != segment_before {
         signals.push((SignalKind::SegmentChanged, cause(), None));
+    }
+}
+
+/// Turns (kind, cause, ticket) triples into signals of `profile` at `at`.
+fn push_signals(
+    profile: &Profile,
+    at: EventTime,
+    segment_before: Segment,
+    signals: Vec<(SignalKind, Cause, Option<crate::event::TicketId>)>,
+    out: &mut Vec<Emitted>,
+) {
+    for (kind, cause, ticket_id) in signals {
+        out.push(Emitted::Signal(signal(
+            profile,
+            kind,
+            at,
+            cause,
+            ticket_id,
+            segment_before,
+        )));
     }
 }
 

@@ -61,18 +61,22 @@ impl ActiveCustomers {
         }
     }
 
+    /// The position of the slowest cursor: deltas before it are no longer needed.
+    fn earliest_position(&self) -> i64 {
+        self.cursors
+            .iter()
+            .map(|c| c.position)
+            .min()
+            .unwrap_or(i64::MIN)
+    }
+
     fn change(&mut self, key: i64, amount: i64) {
         for cursor in &mut self.cursors {
             if key < cursor.position {
                 cursor.active += amount;
             }
         }
-        let earliest = self
-            .cursors
-            .iter()
-            .map(|c| c.position)
-            .min()
-            .unwrap_or(i64::MIN);
+        let earliest = self.earliest_position();
         if key >= earliest {
             let entry = self.deltas.entry(key).or_default();
             *entry += amount;
@@ -118,12 +122,7 @@ impl ActiveCustomers {
             state.position = t;
         }
         let active = state.active;
-        let earliest = self
-            .cursors
-            .iter()
-            .map(|c| c.position)
-            .min()
-            .unwrap_or(i64::MIN);
+        let earliest = self.earliest_position();
         while let Some(entry) = self.deltas.first_entry() {
             if *entry.key() >= earliest {
                 break;
