@@ -15,10 +15,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::model::{self, Rules, Spec};
+use common::model::{self, Rules};
 use cxpulse::config::{Config, WindowConfig};
 use cxpulse::decode::{Decoder, Format};
-use cxpulse::event::{Channel, Event, EventTime};
+use cxpulse::event::{Event, EventTime};
 use cxpulse::generate::population::{Population, PopulationConfig};
 use cxpulse::generate::wire;
 use cxpulse::output::profile_message;
@@ -187,22 +187,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let watermark = task.watermark().millis();
 
     // Windows: exactly the boundaries from the first measure's window to the last final one.
-    let rules = Rules {
-        specs: config
-            .windows
-            .iter()
-            .map(|w| Spec {
-                name: w.name.clone(),
-                size: millis(w.size),
-                step: millis(w.step),
-            })
-            .collect(),
-        sla: Channel::ALL
-            .iter()
-            .map(|c| (c.name(), millis(config.sla.threshold(*c))))
-            .collect(),
-        horizon: millis(config.processing.activity_horizon),
-    };
+    let rules = Rules::from_config(&config);
     let mut actual = BTreeMap::new();
     for item in &emitted {
         if let Emitted::Window(window) = item {
@@ -276,14 +261,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     }
 
     // Profiles: every field but the wall-clock `updated_at`, as of the last fired timer.
-    let segments = &config.segments;
-    let profile_rules = model::ProfileRules {
-        horizon: millis(config.processing.activity_horizon),
-        new_period: millis(segments.new_period),
-        champion_recency: millis(segments.champion_recency),
-        champion_min_orders: segments.champion_min_orders,
-        champion_min_value: segments.champion_min_value,
-    };
+    let profile_rules = model::ProfileRules::from_config(&config);
     let expected = model::profiles(&delivered, &profile_rules, watermark - lateness - 1);
     prop_assert_eq!(task.profile_count(), expected.len());
     for (customer, expected_profile) in expected {

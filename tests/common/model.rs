@@ -41,6 +41,29 @@ pub struct Counts {
     pub customers_at_end: u64,
 }
 
+impl Rules {
+    /// The window rules of a cxpulse config, in ms.
+    pub fn from_config(config: &cxpulse::config::Config) -> Rules {
+        let millis = cxpulse::window::millis;
+        Rules {
+            specs: config
+                .windows
+                .iter()
+                .map(|w| Spec {
+                    name: w.name.clone(),
+                    size: millis(w.size),
+                    step: millis(w.step),
+                })
+                .collect(),
+            sla: cxpulse::event::Channel::ALL
+                .iter()
+                .map(|channel| (channel.name(), millis(config.sla.threshold(*channel))))
+                .collect(),
+            horizon: millis(config.processing.activity_horizon),
+        }
+    }
+}
+
 /// Window spec: name, size and step in ms.
 #[derive(Debug, Clone)]
 pub struct Spec {
@@ -471,6 +494,21 @@ pub struct ProfileRules {
     pub champion_recency: i64,
     pub champion_min_orders: u64,
     pub champion_min_value: i64,
+}
+
+impl ProfileRules {
+    /// The lifecycle and segment rules of a cxpulse config, in ms.
+    pub fn from_config(config: &cxpulse::config::Config) -> ProfileRules {
+        let millis = cxpulse::window::millis;
+        let segments = &config.segments;
+        ProfileRules {
+            horizon: millis(config.processing.activity_horizon),
+            new_period: millis(segments.new_period),
+            champion_recency: millis(segments.champion_recency),
+            champion_min_orders: segments.champion_min_orders,
+            champion_min_value: segments.champion_min_value,
+        }
+    }
 }
 
 fn rfc3339(millis: i64) -> String {

@@ -10,29 +10,10 @@ use cxpulse::generate::population::{Population, PopulationConfig};
 use cxpulse::window::millis;
 use rdkafka::producer::FutureProducer;
 
-use super::model::{self, Counts, Rules, Spec};
+use super::model::{self, Counts, Rules};
 use super::Broker;
 
 pub const DAY: i64 = 86_400_000;
-
-pub fn rules(config: &Config) -> Rules {
-    Rules {
-        specs: config
-            .windows
-            .iter()
-            .map(|w| Spec {
-                name: w.name.clone(),
-                size: millis(w.size),
-                step: millis(w.step),
-            })
-            .collect(),
-        sla: cxpulse::event::Channel::ALL
-            .iter()
-            .map(|channel| (channel.name(), millis(config.sla.threshold(*channel))))
-            .collect(),
-        horizon: millis(config.processing.activity_horizon),
-    }
-}
 
 /// What to generate.
 pub struct Scenario {
@@ -124,7 +105,7 @@ pub fn verify(
     flush_time: EventTime,
     crashes: bool,
 ) {
-    let rules = rules(config);
+    let rules = Rules::from_config(config);
     let largest = rules.specs.iter().map(|spec| spec.size).max().unwrap_or(0);
     // From the first window every task has surely started (one window size into the data)
     // to a week after the data: all of it final once the flush events arrive.
@@ -227,14 +208,7 @@ pub fn verify(
     );
 
     // Profiles: the latest record per customer, as of the last timers the flush let fire.
-    let segments = &config.segments;
-    let profile_rules = model::ProfileRules {
-        horizon: millis(config.processing.activity_horizon),
-        new_period: millis(segments.new_period),
-        champion_recency: millis(segments.champion_recency),
-        champion_min_orders: segments.champion_min_orders,
-        champion_min_value: segments.champion_min_value,
-    };
+    let profile_rules = model::ProfileRules::from_config(config);
     let lateness = millis(config.processing.allowed_lateness);
     let expected_profiles =
         model::profiles(events, &profile_rules, flush_time.millis() - lateness - 1);
