@@ -8,6 +8,8 @@
 //!
 //! `cargo bench --bench pipeline` (`-- --events N --rate R` to change sizes).
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,15 +26,6 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-fn argument(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|arg| arg == name)
-        .and_then(|index| args.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
 
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -156,10 +149,10 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
 }
 
 fn main() {
-    let backlog = argument("--events", 200_000);
-    let rate = argument("--rate", 5_000);
-    let live_seconds = argument("--seconds", 20);
-    let customers = argument("--customers", 50_000) as usize;
+    let backlog = support::argument("--events", 200_000);
+    let rate = support::argument("--rate", 5_000);
+    let live_seconds = support::argument("--seconds", 20);
+    let customers = support::argument("--customers", 50_000) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -7,6 +7,8 @@
 //!
 //! `cargo bench --bench restore` (`-- --customers N` to change the size).
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,18 +20,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 
-fn argument(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|arg| arg == name)
-        .and_then(|index| args.get(index + 1))
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(default)
-}
-
 fn main() {
     // About 86% of a population visits within the two simulated days: 1.16M gives 1M customers.
-    let customers = argument("--customers", 1_160_000) as usize;
+    let customers = support::argument("--customers", 1_160_000) as usize;
     let mut config = Config::default();
     let settings = Arc::new(TaskSettings::from_config(&config));
     let day = 86_400_000;
