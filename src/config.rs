@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::{Env, Format as _, Serialized, Toml};
@@ -97,10 +97,80 @@ pub struct KafkaConfig {
     /// `transactional.id` in `exactly_once` mode; empty means `{group_id}-{HOSTNAME}`
     /// (stable per pod, so a restarted pod fences its previous incarnation).
     pub transactional_id: String,
-    /// Extra librdkafka consumer properties (TLS, SASL, tuning).
+    /// Consumer group protocol: `classic` (every broker) or `consumer` (KIP-848, Kafka 4.0+:
+    /// incremental rebalances with the brokers' co-partitioning `range` assignor).
+    pub group_protocol: GroupProtocol,
+    /// `group.instance.id` for static membership, unique and stable per instance (a
+    /// StatefulSet pod name): a restarted instance takes its tasks back without a rebalance.
+    /// Empty: dynamic membership.
+    pub group_instance_id: String,
+    /// File holding the SASL password (a mounted Secret). The password may also come from
+    /// the environment (`CXPULSE_KAFKA__SASL_PASSWORD`), never from the config file.
+    pub sasl_password_file: Option<PathBuf>,
+    /// The SASL password, from `CXPULSE_KAFKA__SASL_PASSWORD` only; never printed or logged.
+    #[serde(skip_serializing)]
+    pub sasl_password: Secret,
+    /// librdkafka properties for every client (consumer, producer, admin, restore): TLS, SASL.
+    pub properties: BTreeMap<String, PropertyValue>,
+    /// Extra librdkafka consumer properties (tuning); they win over `properties`.
     pub consumer: BTreeMap<String, PropertyValue>,
-    /// Extra librdkafka producer properties (TLS, SASL, tuning).
+    /// Extra librdkafka producer properties (tuning); they win over `properties`.
     pub producer: BTreeMap<String, PropertyValue>,
+}
+
+/// Consumer group protocol.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupProtocol {
+    /// The classic protocol with the client-side `range` assignor (eager rebalances).
+    Classic,
+    /// KIP-848 (`group.protocol=consumer`) with the brokers' `range` assignor.
+    Consumer,
+}
+
+/// A secret value: compared and used, never shown.
+#[derive(Clone, Default, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that hands it to librdkafka.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// True when no secret was given.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<none>" } else { "<redacted>" })
+    }
+}
+
+/// Which Kafka client a [`ClientConfig`](rdkafka::ClientConfig) is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// The input consumer (and the restore reader): `kafka.consumer` applies.
+    Consumer,
+    /// The output producer (and the generator): `kafka.producer` applies.
+    Producer,
+    /// Topic administration: only `kafka.properties`.
+    Admin,
+}
+
+/// librdkafka property names whose values are secrets: refused in the config file.
+pub fn is_secret_property(name: &str) -> bool {
+    name.contains("password") || name.contains("secret")
 }
 
 impl Default for KafkaConfig {
@@ -112,6 +182,11 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(1),
             unreachable_timeout: Duration::from_secs(300),
             transactional_id: String::new(),
+            group_protocol: GroupProtocol::Classic,
+            group_instance_id: String::new(),
+            sasl_password_file: None,
+            sasl_password: Secret::default(),
+            properties: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }
@@ -455,6 +530,9 @@ impl Config {
         figment = figment.merge(environment);
         let config: Config = figment.extract().map_err(Box::new)?;
         config.validate()?;
+        if let Some(file) = file {
+            refuse_secrets_in_file(&figment, file)?;
+        }
         Ok(config)
     }
 
@@ -472,6 +550,7 @@ impl Config {
         if self.kafka.group_id.trim().is_empty() {
             return invalid("kafka.group_id", "must not be empty");
         }
+        self.kafka.password()?;
         let topics = [
             ("topics.purchases", &self.topics.purchases),
             ("topics.tickets", &self.topics.tickets),
@@ -531,6 +610,83 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// Passwords live in the environment or a mounted file, never in the config file in clear.
+fn refuse_secrets_in_file(figment: &Figment, file: &Path) -> Result<(), ConfigError> {
+    let from_file = |key: &str| {
+        figment
+            .find_metadata(key)
+            .and_then(|metadata| metadata.source.as_ref())
+            .and_then(|source| source.file_path())
+            .is_some_and(|path| path == file)
+    };
+    let refused = |key: String| {
+        Err(ConfigError::Invalid {
+            key,
+            problem: "secrets are not read from the config file: set CXPULSE_KAFKA__SASL_PASSWORD \
+                      or kafka.sasl_password_file (a mounted Secret)"
+                .into(),
+        })
+    };
+    if from_file("kafka.sasl_password") {
+        return refused("kafka.sasl_password".into());
+    }
+    let content = std::fs::read_to_string(file).unwrap_or_default();
+    let parsed: toml::Table = content.parse().unwrap_or_default();
+    if let Some(kafka) = parsed.get("kafka").and_then(toml::Value::as_table) {
+        for map in ["properties", "consumer", "producer"] {
+            let Some(properties) = kafka.get(map).and_then(toml::Value::as_table) else {
+                continue;
+            };
+            if let Some(name) = properties.keys().find(|name| is_secret_property(name)) {
+                return refused(format!("kafka.{map}.\"{name}\""));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl KafkaConfig {
+    /// The one builder of every Kafka client: brokers, `properties`, the SASL password
+    /// (from the environment or `sasl_password_file`) and the role's own properties.
+    pub fn client(&self, role: ClientRole) -> Result<rdkafka::ClientConfig, ConfigError> {
+        let mut client = rdkafka::ClientConfig::new();
+        client.set("bootstrap.servers", &self.bootstrap_servers);
+        for (key, value) in &self.properties {
+            client.set(key, value.to_string());
+        }
+        let password = self.password()?;
+        if !password.is_empty() {
+            client.set("sasl.password", password.expose());
+        }
+        let own = match role {
+            ClientRole::Consumer => &self.consumer,
+            ClientRole::Producer => &self.producer,
+            ClientRole::Admin => return Ok(client),
+        };
+        for (key, value) in own {
+            client.set(key, value.to_string());
+        }
+        Ok(client)
+    }
+
+    /// The SASL password from the environment, else from `sasl_password_file`.
+    fn password(&self) -> Result<Secret, ConfigError> {
+        if !self.sasl_password.is_empty() {
+            return Ok(self.sasl_password.clone());
+        }
+        let Some(path) = &self.sasl_password_file else {
+            return Ok(Secret::default());
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string())),
+            Err(error) => Err(ConfigError::Invalid {
+                key: "kafka.sasl_password_file".into(),
+                problem: format!("cannot read {}: {error}", path.display()),
+            }),
+        }
     }
 }
 

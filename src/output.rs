@@ -48,20 +48,62 @@ pub struct OutputRecord {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-/// An input record that failed decoding, with everything the DLQ keeps.
+impl OutputRecord {
+    /// Bytes of key, value and headers, as producer and broker count them (framing aside).
+    pub fn size(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 8)
+            .sum();
+        self.key.len() + self.value.len() + headers
+    }
+}
+
+/// A record that goes to the dead-letter topic instead of being processed or
+/// published, with everything the DLQ keeps.
 #[derive(Debug, Clone)]
 pub struct DeadLetter<'a> {
-    /// Where it came from.
-    pub position: &'a SourcePosition,
+    /// The input record it came from, if any.
+    pub position: Option<&'a SourcePosition>,
     /// Original key.
     pub key: Option<&'a [u8]>,
     /// Original value.
     pub value: Option<&'a [u8]>,
     /// Original headers.
     pub headers: &'a [(String, Vec<u8>)],
-    /// Why it was rejected.
-    pub error: &'a DecodeError,
+    /// Stable snake_case reason (`cxpulse.error.reason`).
+    pub reason: &'static str,
+    /// Human text (`cxpulse.error.message`).
+    pub message: String,
 }
+
+impl<'a> DeadLetter<'a> {
+    /// The dead letter of an input record that failed decoding or validation.
+    pub fn rejected(
+        position: &'a SourcePosition,
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+        headers: &'a [(String, Vec<u8>)],
+        error: &DecodeError,
+    ) -> Self {
+        DeadLetter {
+            position: Some(position),
+            key,
+            value,
+            headers,
+            reason: error.reason(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// Bytes a record needs beyond its key, value and headers (record and batch
+/// framing), so that a record within the limit is accepted by producer and broker.
+const FRAMING_BYTES: usize = 1024;
+
+/// librdkafka's default `message.max.bytes`.
+pub const PRODUCER_MAX_RECORD_BYTES: usize = 1_000_000;
 
 /// Builds output records in the configured format.
 #[derive(Debug, Clone)]
@@ -70,6 +112,10 @@ pub struct Encoder {
     format: Format,
     /// CloudEvents `ce_source`.
     source: String,
+    /// The largest record the producer sends (`message.max.bytes`).
+    producer_max_bytes: usize,
+    /// The largest record each topic accepts (`max.message.bytes`), where known.
+    topic_max_bytes: std::collections::HashMap<String, usize>,
 }
 
 impl Encoder {
@@ -79,7 +125,55 @@ impl Encoder {
             topics,
             format,
             source: format!("/cxpulse/{source}"),
+            producer_max_bytes: PRODUCER_MAX_RECORD_BYTES,
+            topic_max_bytes: Default::default(),
         }
+    }
+
+    /// Bounds records by the producer's `message.max.bytes` and each topic's `max.message.bytes`.
+    pub fn with_limits(
+        mut self,
+        producer_max_bytes: usize,
+        topic_max_bytes: std::collections::HashMap<String, usize>,
+    ) -> Self {
+        self.producer_max_bytes = producer_max_bytes;
+        self.topic_max_bytes = topic_max_bytes;
+        self
+    }
+
+    /// The largest record (key, value and headers) that `topic` takes.
+    pub fn max_record_bytes(&self, topic: &str) -> usize {
+        let broker = self.topic_max_bytes.get(topic).copied();
+        broker
+            .map_or(self.producer_max_bytes, |broker| {
+                broker.min(self.producer_max_bytes)
+            })
+            .saturating_sub(FRAMING_BYTES)
+    }
+
+    /// `record` itself when its topic takes it, else a dead letter saying why,
+    /// with the refused record's key and headers but not its value.
+    pub fn within_limits(
+        &self,
+        record: OutputRecord,
+        position: Option<&SourcePosition>,
+    ) -> OutputRecord {
+        let size = record.size();
+        let limit = self.max_record_bytes(&record.topic);
+        if size <= limit {
+            return record;
+        }
+        self.dead_letter(&DeadLetter {
+            position,
+            key: Some(&record.key),
+            value: Some(&record.value),
+            headers: &record.headers,
+            reason: "output_too_large",
+            message: format!(
+                "the {} record of {size} bytes exceeds the {limit} bytes that topic takes",
+                record.topic
+            ),
+        })
     }
 
     fn record<M: Message + serde::Serialize>(
@@ -249,23 +343,57 @@ impl Encoder {
     }
 
     /// The `cx.dlq` record of a rejected input: original key, value and headers plus the reason.
+    ///
+    /// A dead letter larger than the DLQ takes is written without its value (then
+    /// without the original key and headers too): `cxpulse.dlq.omitted` names what
+    /// was left out and `cxpulse.source.value_bytes` the original value's size; the
+    /// source headers say where the original is.
     pub fn dead_letter(&self, letter: &DeadLetter<'_>) -> OutputRecord {
-        let mut headers = letter.headers.to_vec();
-        let position = letter.position;
-        for (name, value) in [
-            ("cxpulse.error.reason", letter.error.reason().to_string()),
-            ("cxpulse.error.message", letter.error.to_string()),
-            ("cxpulse.source.topic", position.topic.clone()),
-            ("cxpulse.source.partition", position.partition.to_string()),
-            ("cxpulse.source.offset", position.offset.to_string()),
-        ] {
-            headers.push((name.to_string(), value.into_bytes()));
+        let mut ours = vec![
+            ("cxpulse.error.reason".to_string(), letter.reason.as_bytes().to_vec()),
+            ("cxpulse.error.message".to_string(), letter.message.as_bytes().to_vec()),
+        ];
+        if let Some(position) = letter.position {
+            for (name, value) in [
+                ("cxpulse.source.topic", position.topic.clone()),
+                ("cxpulse.source.partition", position.partition.to_string()),
+                ("cxpulse.source.offset", position.offset.to_string()),
+            ] {
+                ours.push((name.to_string(), value.into_bytes()));
+            }
         }
-        OutputRecord {
+        let value = letter.value.unwrap_or_default();
+        let limit = self.max_record_bytes(&self.topics.dlq);
+        let whole = OutputRecord {
             topic: self.topics.dlq.clone(),
             key: letter.key.unwrap_or_default().to_vec(),
-            value: letter.value.unwrap_or_default().to_vec(),
-            headers,
+            value: value.to_vec(),
+            headers: letter.headers.iter().cloned().chain(ours.iter().cloned()).collect(),
+        };
+        if whole.size() <= limit {
+            return whole;
+        }
+        let omitted = |what: &str| {
+            ours.iter().cloned().chain([
+                ("cxpulse.dlq.omitted".to_string(), what.as_bytes().to_vec()),
+                (
+                    "cxpulse.source.value_bytes".to_string(),
+                    value.len().to_string().into_bytes(),
+                ),
+            ])
+        };
+        let without_value = OutputRecord {
+            value: Vec::new(),
+            headers: letter.headers.iter().cloned().chain(omitted("value")).collect(),
+            ..whole
+        };
+        if without_value.size() <= limit {
+            return without_value;
+        }
+        OutputRecord {
+            key: Vec::new(),
+            headers: omitted("value,key,headers").collect(),
+            ..without_value
         }
     }
 }

@@ -23,16 +23,18 @@ use anyhow::Context as _;
 use metrics::{counter, gauge, histogram};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{Config, Guarantee};
+use crate::config::{ClientRole, Config, Guarantee};
 use crate::decode::{DecodeError, Decoder};
 use crate::event::{Event, EventTime, Source};
-use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition};
+use crate::output::{
+    DeadLetter, Encoder, OutputRecord, SourcePosition, PRODUCER_MAX_RECORD_BYTES,
+};
 use crate::sink::Sink;
 use crate::source::{self, Assignment, InputConsumer};
 use crate::task::{Emitted, Outcome, Task, TaskSettings};
@@ -117,10 +119,9 @@ pub fn start(
     let consumer = source::consumer(&config).context("creating the consumer")?;
     let partitions = source::wait_for_inputs(&consumer, &config)?;
     // Outputs and the changelog exist, co-partitioned, before any task restores or produces.
-    runtime.block_on(topics::ensure(
-        &config,
-        &topics::outputs(&config, partitions as i32),
-    ))?;
+    let outputs = topics::outputs(&config, partitions as i32);
+    runtime.block_on(topics::ensure(&config, &outputs))?;
+    let record_limits = runtime.block_on(topics::check_outputs(&config, &outputs))?;
     let changelog = &config.topics.changelog;
     let metadata = consumer.fetch_metadata(Some(changelog), Duration::from_secs(30))?;
     let changelog_partitions = metadata
@@ -154,7 +155,9 @@ pub fn start(
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("cxpulse-pipeline".into())
-        .spawn(move || Loop::new(config, consumer, sink, thread_shared, runtime).run())
+        .spawn(move || {
+            Loop::new(config, consumer, sink, thread_shared, runtime, record_limits).run()
+        })
         .context("spawning the pipeline thread")?;
     Ok(Running {
         shared,
@@ -228,8 +231,15 @@ impl Loop {
         sink: Sink,
         shared: Arc<Shared>,
         runtime: tokio::runtime::Handle,
+        record_limits: topics::RecordLimits,
     ) -> Self {
         let formats = &config.formats;
+        let producer_max_bytes = config
+            .kafka
+            .client(ClientRole::Producer)
+            .ok()
+            .and_then(|client| client.get("message.max.bytes")?.parse().ok())
+            .unwrap_or(PRODUCER_MAX_RECORD_BYTES);
         Loop {
             settings: Arc::new(TaskSettings::from_config(&config)),
             decoder: Decoder {
@@ -241,7 +251,8 @@ impl Loop {
                 config.topics.clone(),
                 formats.outputs,
                 &config.kafka.client_id,
-            ),
+            )
+            .with_limits(producer_max_bytes, record_limits),
             counters: Source::ALL.map(|source| TopicCounters::new(config.topics.input(source))),
             gauges: WindowGauges::default(),
             brokers_down: None,
@@ -258,6 +269,7 @@ impl Loop {
         let committer = self.runtime.spawn(commit_delivered(
             self.consumer.clone(),
             self.sink.clone(),
+            self.encoder.clone(),
             self.config.topics.changelog.clone(),
             receiver,
         ));
@@ -627,13 +639,13 @@ impl Loop {
                     "record rejected to the dead-letter topic"
                 );
                 task.touch(record.source, wall);
-                outputs.push(self.encoder.dead_letter(&DeadLetter {
-                    position: &record.position,
-                    key: record.key.as_deref(),
-                    value: record.value.as_deref(),
-                    headers: &record.headers,
-                    error: &error,
-                }));
+                outputs.push(self.encoder.dead_letter(&DeadLetter::rejected(
+                    &record.position,
+                    record.key.as_deref(),
+                    record.value.as_deref(),
+                    &record.headers,
+                    &error,
+                )));
                 return;
             }
         };
@@ -649,8 +661,15 @@ impl Loop {
                     counters.late.increment(1);
                 }
                 telemetry::count_event(&event, measures);
-                outputs.push(self.encoder.profile(profile, &record.position));
-                outputs.push(self.encoder.enriched(&event, profile, &record.position));
+                let position = Some(&record.position);
+                let encoder = &self.encoder;
+                outputs.push(
+                    encoder.within_limits(encoder.profile(profile, &record.position), position),
+                );
+                outputs.push(encoder.within_limits(
+                    encoder.enriched(&event, profile, &record.position),
+                    position,
+                ));
                 self.shared.events_applied.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -672,16 +691,25 @@ impl Loop {
         for item in emitted.drain(..) {
             match item {
                 Emitted::Window(window) => {
-                    outputs.push(self.encoder.window(&window, task));
+                    outputs.push(
+                        self.encoder
+                            .within_limits(self.encoder.window(&window, task), None),
+                    );
                     self.gauges.publish(task, &window);
                     latest.insert((window.name.clone(), task), *window);
                 }
                 Emitted::Signal(signal) => {
                     counter!(telemetry::SIGNALS, "type" => signal.kind.name()).increment(1);
-                    outputs.push(self.encoder.signal(&signal, position));
+                    outputs.push(
+                        self.encoder
+                            .within_limits(self.encoder.signal(&signal, position), position),
+                    );
                 }
                 Emitted::Profile { profile, cause } => {
-                    outputs.push(self.encoder.profile_by_timer(&profile, &cause));
+                    outputs.push(self.encoder.within_limits(
+                        self.encoder.profile_by_timer(&profile, &cause),
+                        position,
+                    ));
                 }
             }
         }
@@ -719,11 +747,28 @@ fn pop_earliest<T>(
 async fn commit_delivered(
     consumer: Arc<InputConsumer>,
     sink: Sink,
+    encoder: Encoder,
     changelog_topic: String,
     mut checkpoints: mpsc::Receiver<Checkpoint>,
 ) -> anyhow::Result<()> {
     while let Some(mut checkpoint) = checkpoints.recv().await {
-        await_deliveries(std::mem::take(&mut checkpoint.deliveries)).await?;
+        let refused = await_deliveries(std::mem::take(&mut checkpoint.deliveries)).await?;
+        // Records the brokers refuse for good become dead letters, never a crash loop.
+        let mut replacements = Vec::with_capacity(refused.len());
+        for (error, message) in refused {
+            let letter = dead_letter_of_refused(&encoder, &error, &message);
+            let delivery = sink
+                .send(&letter)
+                .context("queueing the dead letter of a refused record")?;
+            replacements.push((letter.topic, delivery));
+        }
+        let still_refused = await_deliveries(replacements).await?;
+        if let Some((error, message)) = still_refused.first() {
+            anyhow::bail!(
+                "the dead-letter topic refused the dead letter of a record refused by {}: {error}",
+                message.topic()
+            );
+        }
         let mut state_deliveries = Vec::with_capacity(checkpoint.changelog.len());
         for (task, key, value) in &checkpoint.changelog {
             let delivery = sink
@@ -731,7 +776,10 @@ async fn commit_delivered(
                 .context("queueing a changelog record")?;
             state_deliveries.push((changelog_topic.clone(), delivery));
         }
-        await_deliveries(state_deliveries).await?;
+        // State is never replaced by a dead letter: without it results would be wrong.
+        if let Some((error, _)) = await_deliveries(state_deliveries).await?.first() {
+            anyhow::bail!("the changelog refused a state record: {error}");
+        }
         let now = EventTime::now().millis();
         for appended in checkpoint.appended_at {
             histogram!(telemetry::PROCESSING_LATENCY)
@@ -749,18 +797,67 @@ async fn commit_delivered(
     Ok(())
 }
 
-/// Awaits deliveries in order; the first failure stops the committer.
-async fn await_deliveries(deliveries: Vec<(String, DeliveryFuture)>) -> anyhow::Result<()> {
+/// Awaits deliveries in order; returns the records the brokers refused for good
+/// (too large, invalid); any other failure stops the committer.
+async fn await_deliveries(
+    deliveries: Vec<(String, DeliveryFuture)>,
+) -> anyhow::Result<Vec<(KafkaError, OwnedMessage)>> {
+    let mut refused = Vec::new();
     for (topic, delivery) in deliveries {
         match delivery.await {
             Ok(Ok(_)) => counter!(telemetry::RECORDS_PRODUCED, "topic" => topic).increment(1),
-            Ok(Err((error, _))) => {
+            Ok(Err((error, message))) => {
                 counter!(telemetry::PRODUCE_ERRORS).increment(1);
+                if refused_for_good(&error) {
+                    warn!(%error, %topic, "the broker refused an output record; it goes to the dead-letter topic");
+                    refused.push((error, message));
+                    continue;
+                }
                 error!(%error, %topic, "output delivery failed");
                 anyhow::bail!("delivery to {topic} failed: {error}");
             }
             Err(_) => anyhow::bail!("the producer dropped a delivery"),
         }
     }
-    Ok(())
+    Ok(refused)
+}
+
+/// Errors that no retry or restart can cure: the record itself is unacceptable.
+fn refused_for_good(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::MessageBatchTooLarge
+        )
+    )
+}
+
+/// The dead letter of an output record the brokers refused: its key and headers
+/// (with its deterministic `ce_id`), without its value.
+fn dead_letter_of_refused(encoder: &Encoder, error: &KafkaError, message: &OwnedMessage) -> OutputRecord {
+    let headers: Vec<(String, Vec<u8>)> = message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| (header.key.to_string(), header.value.unwrap_or_default().to_vec()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let value_bytes = message.payload().map_or(0, <[u8]>::len);
+    encoder.dead_letter(&DeadLetter {
+        position: None,
+        key: message.key(),
+        value: None,
+        headers: &headers,
+        reason: "output_refused",
+        message: format!(
+            "topic {} refused a record of {value_bytes} value bytes: {error}",
+            message.topic()
+        ),
+    })
 }

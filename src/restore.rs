@@ -6,13 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use metrics::{counter, gauge};
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{ClientRole, Config};
 use crate::event::EventTime;
 use crate::task::changelog::ChangeRecord;
 use crate::task::{Task, TaskSettings};
@@ -27,19 +26,13 @@ pub fn restore(
 ) -> anyhow::Result<Task> {
     let topic = &config.topics.changelog;
     let partition = task as i32;
-    let mut client = ClientConfig::new();
+    let mut client = config.kafka.client(ClientRole::Admin)?;
     client
-        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
         .set("group.id", format!("{}-restore", config.kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         // State from aborted transactions must never come back.
         .set("isolation.level", "read_committed");
-    for (key, value) in &config.kafka.consumer {
-        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            client.set(key, value.to_string());
-        }
-    }
     let consumer: BaseConsumer = client.create().context("creating the restore consumer")?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, timeout)

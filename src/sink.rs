@@ -11,8 +11,19 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
-use crate::config::KafkaConfig;
+use crate::config::{ClientRole, ConfigError, KafkaConfig};
 use crate::output::OutputRecord;
+
+/// Why the producer could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// librdkafka refused the configuration, or the transactions could not start.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// The Kafka client configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
 
 /// The output producer (cheap to clone: clones share one librdkafka producer).
 #[derive(Clone)]
@@ -22,10 +33,9 @@ pub struct Sink {
 
 impl Sink {
     /// Creates the idempotent producer from config; transactional when `transactional_id` is given.
-    pub fn new(config: &KafkaConfig, transactional_id: Option<&str>) -> Result<Self, KafkaError> {
+    pub fn new(config: &KafkaConfig, transactional_id: Option<&str>) -> Result<Self, SinkError> {
         let mut client = ClientConfig::new();
         client
-            .set("bootstrap.servers", &config.bootstrap_servers)
             .set("client.id", format!("{}-producer", config.client_id))
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
@@ -37,8 +47,9 @@ impl Sink {
                 .set("transactional.id", id)
                 .set("message.timeout.ms", "60000");
         }
-        for (key, value) in &config.producer {
-            client.set(key, value.to_string());
+        let configured = config.client(ClientRole::Producer)?;
+        for (key, value) in configured.config_map() {
+            client.set(key, value);
         }
         let producer: FutureProducer = client.create()?;
         if transactional_id.is_some() {

@@ -20,7 +20,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{ClientRole, Config, ConfigError, GroupProtocol};
 use crate::event::Source;
 use crate::telemetry;
 
@@ -146,6 +146,9 @@ pub enum SourceError {
     /// librdkafka refused the configuration or a request failed.
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
+    /// The Kafka client configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// No broker answered within `kafka.unreachable_timeout`.
     #[error("no Kafka broker answered within {0:?} (kafka.unreachable_timeout): {1}")]
     Unreachable(Duration, KafkaError),
@@ -160,12 +163,11 @@ pub enum SourceError {
 /// Creates the consumer (not yet subscribed).
 pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
     let kafka = &config.kafka;
+    // Ours first, so that `kafka.properties` and `kafka.consumer` can tune them.
     let mut client = ClientConfig::new();
     client
-        .set("bootstrap.servers", &kafka.bootstrap_servers)
         .set("group.id", &kafka.group_id)
         .set("client.id", format!("{}-consumer", kafka.client_id))
-        .set("partition.assignment.strategy", "range")
         .set("enable.auto.commit", "true")
         .set(
             "auto.commit.interval.ms",
@@ -176,14 +178,35 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
         .set("auto.offset.reset", "earliest")
         // Lag per partition feeds the metrics and the idle-partition rule.
         .set("statistics.interval.ms", "1000");
+    match kafka.group_protocol {
+        // Partition i of every input lands on one member: that set is task i.
+        GroupProtocol::Classic => client.set("partition.assignment.strategy", "range"),
+        GroupProtocol::Consumer => client
+            .set("group.protocol", "consumer")
+            .set("group.remote.assignor", "range"),
+    };
+    if !kafka.group_instance_id.is_empty() {
+        client.set("group.instance.id", &kafka.group_instance_id);
+    }
     if config.processing.guarantee == crate::config::Guarantee::ExactlyOnce {
         // Offsets commit inside the producer's transactions; aborted records are never read.
         client
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed");
     }
-    for (key, value) in &kafka.consumer {
-        client.set(key, value.to_string());
+    let configured = kafka.client(ClientRole::Consumer)?;
+    for (key, value) in configured.config_map() {
+        client.set(key, value);
+    }
+    if kafka.group_protocol == GroupProtocol::Consumer {
+        // KIP-848 moves these to the brokers; librdkafka refuses them with that protocol.
+        for key in [
+            "partition.assignment.strategy",
+            "session.timeout.ms",
+            "heartbeat.interval.ms",
+        ] {
+            client.remove(key);
+        }
     }
     Ok(client.create_with_context(SourceContext::default())?)
 }

@@ -1,15 +1,19 @@
 //! Topic administration: creates the topics cxpulse reads or writes when they
-//! are missing, with the configs their role needs (`cx.profiles` compacted).
+//! are missing, with the configs their role needs (`cx.profiles` and the
+//! changelog compacted), and reads back what the brokers enforce: a
+//! changelog that is not compacted is refused, and the largest record each
+//! output topic accepts bounds what the pipeline sends there.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tracing::{info, warn};
 
-use crate::config::Config;
+use crate::config::{ClientRole, Config};
 use crate::event::Source;
 
 /// A topic to create when missing.
@@ -64,14 +68,7 @@ pub fn outputs(config: &Config, partitions: i32) -> Vec<TopicSpec> {
 /// Creates every missing topic of `specs`. Brokers without the CreateTopics API
 /// (librdkafka's mock cluster) are tolerated: topics are then auto-created.
 pub async fn ensure(config: &Config, specs: &[TopicSpec]) -> anyhow::Result<()> {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.kafka.bootstrap_servers);
-    for (key, value) in &config.kafka.consumer {
-        if key.starts_with("security.") || key.starts_with("sasl.") || key.starts_with("ssl.") {
-            client.set(key, value.to_string());
-        }
-    }
-    let admin: AdminClient<DefaultClientContext> = client.create()?;
+    let admin = admin(config)?;
     let metadata = admin
         .inner()
         .fetch_metadata(None, Duration::from_secs(30))?;
@@ -111,4 +108,69 @@ pub async fn ensure(config: &Config, specs: &[TopicSpec]) -> anyhow::Result<()> 
         Err(error) => warn!(%error, "CreateTopics unavailable; relying on broker auto-creation"),
     }
     Ok(())
+}
+
+fn admin(config: &Config) -> anyhow::Result<AdminClient<DefaultClientContext>> {
+    Ok(config.kafka.client(ClientRole::Admin)?.create()?)
+}
+
+/// The largest record each output topic accepts, by topic name (`max.message.bytes`).
+pub type RecordLimits = HashMap<String, usize>;
+
+/// Reads the configs of the output topics: refuses a changelog whose
+/// `cleanup.policy` does not compact (its state would be deleted by retention),
+/// and returns each topic's `max.message.bytes`. Brokers without DescribeConfigs
+/// (librdkafka's mock cluster) yield no limits.
+pub async fn check_outputs(config: &Config, specs: &[TopicSpec]) -> anyhow::Result<RecordLimits> {
+    let admin = admin(config)?;
+    let resources: Vec<ResourceSpecifier<'_>> = specs
+        .iter()
+        .map(|spec| ResourceSpecifier::Topic(&spec.name))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = match admin.describe_configs(&resources, &options).await {
+        Ok(results) => results,
+        Err(KafkaError::AdminOp(code)) if unsupported(code) => {
+            warn!(%code, "the brokers do not describe topic configs; changelog compaction and record size limits are not checked");
+            return Ok(RecordLimits::new());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut limits = RecordLimits::new();
+    for (spec, result) in specs.iter().zip(results) {
+        let resource = match result {
+            Ok(resource) => resource,
+            Err(code) if unsupported(code) => {
+                warn!(topic = %spec.name, %code, "topic configs not described");
+                continue;
+            }
+            Err(code) => anyhow::bail!("describing the configs of topic `{}`: {code}", spec.name),
+        };
+        let value = |name: &str| resource.get(name).and_then(|entry| entry.value.clone());
+        if spec.name == config.topics.changelog {
+            let policy = value("cleanup.policy").unwrap_or_default();
+            if !policy.split(',').any(|p| p.trim() == "compact") {
+                anyhow::bail!(
+                    "changelog topic `{}` has cleanup.policy={policy:?}; it must be compacted \
+                     (cleanup.policy=compact), or retention deletes task state. Set it with \
+                     kafka-configs --alter --add-config cleanup.policy=compact, or name another \
+                     topic in topics.changelog",
+                    spec.name
+                );
+            }
+        }
+        if let Some(bytes) = value("max.message.bytes").and_then(|v| v.parse().ok()) {
+            limits.insert(spec.name.clone(), bytes);
+        }
+    }
+    Ok(limits)
+}
+
+fn unsupported(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnsupportedVersion
+            | RDKafkaErrorCode::InvalidRequest
+            | RDKafkaErrorCode::UnknownTopicOrPartition
+    )
 }

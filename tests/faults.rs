@@ -156,7 +156,7 @@ async fn stream_with_kills(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_once_duplicates_no_derived_event_across_crashes() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let mut config = common::test_config(&broker, "eos");
     config.processing.guarantee = cxpulse::config::Guarantee::ExactlyOnce;
     config.kafka.transactional_id = format!("cxpulse-eos-{}", std::process::id());
@@ -211,7 +211,7 @@ async fn exactly_once_duplicates_no_derived_event_across_crashes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_points_changes_no_result() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let config = common::test_config(&broker, "kill9");
     let partitions = 3;
     broker.create_topics(&config, partitions).await;
@@ -253,7 +253,7 @@ fn terminate(instance: &mut Instance) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scaling_from_1_to_3_to_1_instances_changes_no_result() {
-    let broker = Broker::mock();
+    let broker = Broker::kafka();
     let config = common::test_config(&broker, "scale");
     let partitions = 6;
     broker.create_topics(&config, partitions).await;
@@ -308,82 +308,11 @@ async fn scaling_from_1_to_3_to_1_instances_changes_no_result() {
     terminate(&mut first);
 }
 
-/// A tansu broker of this test's own, on sqlite so it can be restarted with its data.
-struct Tansu {
-    child: Child,
-    address: String,
-    storage: String,
-    log: std::path::PathBuf,
-}
-
-impl Tansu {
-    fn spawn(address: &str, storage: &str, log: &std::path::Path) -> Option<Child> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .ok()?;
-        let url = format!("tcp://{address}");
-        std::process::Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                storage,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .ok()
-    }
-
-    fn start(address: &str, storage: &str, log: &std::path::Path) -> Option<Tansu> {
-        let child = Tansu::spawn(address, storage, log)?;
-        Some(Tansu {
-            child,
-            address: address.to_string(),
-            storage: storage.to_string(),
-            log: log.to_path_buf(),
-        })
-    }
-
-    /// Kills the broker (no clean shutdown) and starts it again on the same storage.
-    fn restart(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.child = Tansu::spawn(&self.address, &self.storage, &self.log).expect("tansu restarts");
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_run_changes_no_result() {
-    // Needs the tansu binary (scripts/test installs it); REQUIRE_TANSU makes its absence a failure.
-    if Broker::tansu().is_none() {
-        return;
-    }
-    let [broker_address, http]: [String; 2] = common::free_addresses(2).try_into().unwrap();
-    // tansu reads `sqlite://PATH` relative to its working directory (the crate root here).
-    let dir = std::path::PathBuf::from(format!("target/tmp/broker-restart-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let storage = format!("sqlite://{}", dir.join("tansu.db").display());
-    let mut tansu =
-        Tansu::start(&broker_address, &storage, &dir.join("tansu.log")).expect("tansu starts");
-    let up = common::eventually(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(&broker_address).is_ok()
-    })
-    .await;
-    assert!(up, "tansu did not start");
-    let broker = Broker::External(broker_address.clone());
+    let http = common::free_address();
+    let mut kafka = common::OwnKafka::up("broker-restart", &[]);
+    let broker = kafka.broker();
     let config = common::test_config(&broker, "broker-restart");
     let partitions = 2;
     broker.create_topics(&config, partitions).await;
@@ -393,26 +322,24 @@ async fn broker_restart_mid_run_changes_no_result() {
         visits_per_day: 3.0,
     };
     let (events, data_start, data_end) = scenario::events(&scenario, 44);
-    let log = dir.join("cxpulse.log");
+    let log = kafka.dir.join("cxpulse.log");
     let mut instance = start(&config, &http, &log);
     wait_ready(&http).await;
     let (first, second) = events.split_at(events.len() / 2);
     let producer = common::producer(&broker);
     common::produce_events(&producer, &config, first, Format::Json).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    tansu.restart();
-    let back = common::eventually(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(&broker_address).is_ok()
-    })
-    .await;
-    assert!(back, "tansu did not come back");
+    // No clean shutdown: the broker recovers its logs from disk.
+    kafka.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    kafka.restart();
     common::produce_events(&producer, &config, second, Format::Json).await;
     let flush_time = scenario::produce_flush(&producer, &config, partitions).await;
     scenario::verify(
         &broker, &config, partitions, &events, data_start, data_end, flush_time, true,
     );
     eprintln!(
-        "broker restarted once during {} events: every window and profile equals the model",
+        "broker killed and restarted once during {} events: every window and profile equals the model",
         events.len()
     );
     terminate(&mut instance);

@@ -55,15 +55,13 @@ async fn windows_and_profiles_equal_the_model_with_protobuf_inputs() {
     check_against_model(Broker::mock(), "mock-proto", Format::Protobuf, small()).await;
 }
 
-/// A few thousand customers over several weeks of event time, end to end through tansu.
+/// A few thousand customers over several weeks of event time, end to end through Apache Kafka.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn weeks_of_a_population_equal_the_model_on_tansu() {
-    if let Some(broker) = Broker::tansu() {
-        let scenario = Scenario {
-            customers: 3000,
-            days: 21,
-            visits_per_day: 0.4,
-        };
-        check_against_model(broker, "tansu", Format::Json, scenario).await;
-    }
+async fn weeks_of_a_population_equal_the_model_on_apache_kafka() {
+    let scenario = Scenario {
+        customers: 3000,
+        days: 21,
+        visits_per_day: 0.4,
+    };
+    check_against_model(Broker::kafka(), "kafka", Format::Json, scenario).await;
 }

@@ -18,7 +18,7 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, T
 use rdkafka::ClientContext;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{ClientRole, Config};
 use crate::event::EventTime;
 use population::{Population, PopulationConfig};
 
@@ -81,14 +81,20 @@ pub fn run(
     stop: &AtomicBool,
 ) -> anyhow::Result<GenerateReport> {
     let counter = Arc::new(DeliveryCounter::default());
-    let producer: ThreadedProducer<CountingContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+    let mut client = ClientConfig::new();
+    client
         .set("client.id", format!("{}-generator", config.kafka.client_id))
         .set("enable.idempotence", "true")
         .set("linger.ms", "20")
         .set("compression.type", "lz4")
-        .set("queue.buffering.max.messages", "500000")
-        .create_with_context(CountingContext(counter.clone()))?;
+        .set("queue.buffering.max.messages", "500000");
+    // `[kafka.properties]` and `[kafka.producer]` apply to the generator too.
+    let configured = config.kafka.client(ClientRole::Producer)?;
+    for (key, value) in configured.config_map() {
+        client.set(key, value);
+    }
+    let producer: ThreadedProducer<CountingContext> =
+        client.create_with_context(CountingContext(counter.clone()))?;
     let formats = [
         config.formats.purchases,
         config.formats.tickets,

@@ -1,5 +1,5 @@
-//! Test harness: a real broker (librdkafka's mock cluster in-process, or an
-//! external tansu started by `scripts/test`), the pipeline running in-process
+//! Test harness: a real broker (librdkafka's mock cluster in-process, or
+//! Apache Kafka started by `scripts/kafka`), the pipeline running in-process
 //! against it, and helpers to produce inputs and read outputs.
 #![allow(dead_code)]
 
@@ -26,8 +26,8 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 pub enum Broker {
     /// librdkafka's in-process mock cluster.
     Mock(MockCluster<'static, rdkafka::producer::DefaultProducerContext>),
-    /// A standalone broker (tansu) at this address.
-    External(String),
+    /// Apache Kafka at this address (`scripts/test`'s shared broker, or a test's own [`OwnKafka`]).
+    Kafka(String),
 }
 
 impl Broker {
@@ -36,19 +36,15 @@ impl Broker {
         Broker::Mock(MockCluster::new(1).expect("mock cluster"))
     }
 
-    /// The tansu broker started by `scripts/test`, or `None` when it is not running
-    /// (then the test is skipped, unless REQUIRE_TANSU=1 makes that a failure).
-    pub fn tansu() -> Option<Broker> {
-        match std::env::var("TANSU_BOOTSTRAP") {
-            Ok(address) if !address.is_empty() => Some(Broker::External(address)),
-            _ => {
-                assert!(
-                    std::env::var("REQUIRE_TANSU").is_err(),
-                    "REQUIRE_TANSU is set but TANSU_BOOTSTRAP is not: tansu was not started"
-                );
-                eprintln!("skipped: TANSU_BOOTSTRAP is not set (scripts/test starts tansu)");
-                None
-            }
+    /// The Apache Kafka broker `scripts/test` started (`KAFKA_BOOTSTRAP`). Without it
+    /// the test fails: a test that needs a real broker never passes without one.
+    pub fn kafka() -> Broker {
+        match std::env::var("KAFKA_BOOTSTRAP") {
+            Ok(address) if !address.is_empty() => Broker::Kafka(address),
+            _ => panic!(
+                "KAFKA_BOOTSTRAP is not set: run scripts/test, or `scripts/kafka up DIR` and export \
+                 KAFKA_BOOTSTRAP=<the bootstrap it printed>"
+            ),
         }
     }
 
@@ -56,7 +52,7 @@ impl Broker {
     pub fn bootstrap(&self) -> String {
         match self {
             Broker::Mock(cluster) => cluster.bootstrap_servers(),
-            Broker::External(address) => address.clone(),
+            Broker::Kafka(address) => address.clone(),
         }
     }
 
@@ -72,7 +68,7 @@ impl Broker {
                         .expect("create topic");
                 }
             }
-            Broker::External(_) => topics::ensure(config, &specs).await.expect("create topics"),
+            Broker::Kafka(_) => topics::ensure(config, &specs).await.expect("create topics"),
         }
     }
 }
@@ -379,4 +375,99 @@ pub fn spawn_run(config: &Config, address: &str, log: std::process::Stdio) -> st
         .stderr(log)
         .spawn()
         .expect("cxpulse starts")
+}
+
+/// `scripts/kafka` of this repository.
+pub fn kafka_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka")
+}
+
+/// An Apache Kafka broker of the test's own, started with `scripts/kafka up` in a
+/// directory of its own (restart, compaction and security tests); stopped on drop.
+pub struct OwnKafka {
+    /// Storage, config, credentials and log of the broker.
+    pub dir: std::path::PathBuf,
+    /// PLAINTEXT `bootstrap.servers`.
+    pub bootstrap: String,
+    /// What `scripts/kafka` wrote to `DIR/env` (SASL_SSL address, CA, SCRAM user and password).
+    pub env: BTreeMap<String, String>,
+}
+
+impl OwnKafka {
+    /// Starts a broker in a new directory named after `name`, with extra environment
+    /// for `scripts/kafka` (e.g. `KAFKA_EAGER_COMPACTION=1`).
+    pub fn up(name: &str, environment: &[(&str, &str)]) -> OwnKafka {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("kafka-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("broker directory");
+        let mut broker = OwnKafka {
+            dir,
+            bootstrap: String::new(),
+            env: BTreeMap::new(),
+        };
+        broker.start(environment);
+        broker
+    }
+
+    fn start(&mut self, environment: &[(&str, &str)]) {
+        let output = std::process::Command::new(kafka_script())
+            .arg("up")
+            .arg(&self.dir)
+            .envs(environment.iter().copied())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("scripts/kafka runs");
+        assert!(output.status.success(), "scripts/kafka up failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        self.bootstrap = last
+            .strip_prefix("bootstrap=")
+            .unwrap_or_else(|| panic!("scripts/kafka up printed {last:?} last"))
+            .to_string();
+        let env = std::fs::read_to_string(self.dir.join("env")).expect("DIR/env");
+        self.env = env
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.to_string(), value.trim_matches('"').trim_matches('\'').to_string()))
+            .collect();
+    }
+
+    /// A [`Broker`] for this broker's PLAINTEXT listener.
+    pub fn broker(&self) -> Broker {
+        Broker::Kafka(self.bootstrap.clone())
+    }
+
+    /// Stops the broker gracefully (`scripts/kafka down`); its data stays.
+    pub fn down(&self) {
+        self.script("down");
+    }
+
+    /// Kills the broker with SIGKILL (`scripts/kafka kill`); its data stays.
+    pub fn kill(&self) {
+        self.script("kill");
+    }
+
+    /// Starts the broker again on its data, ports and credentials.
+    pub fn restart(&mut self) {
+        self.start(&[]);
+    }
+
+    fn script(&self, command: &str) {
+        let status = std::process::Command::new(kafka_script())
+            .arg(command)
+            .arg(&self.dir)
+            .status()
+            .expect("scripts/kafka runs");
+        assert!(status.success(), "scripts/kafka {command} failed");
+    }
+}
+
+impl Drop for OwnKafka {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(kafka_script())
+            .arg("down")
+            .arg(&self.dir)
+            .status();
+    }
 }
