@@ -20,6 +20,7 @@ pub mod config;
 pub mod decode;
 pub mod demo;
 pub mod event;
+pub mod fault;
 pub mod generate;
 pub mod http;
 pub mod output;

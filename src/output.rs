@@ -350,8 +350,14 @@ impl Encoder {
     /// source headers say where the original is.
     pub fn dead_letter(&self, letter: &DeadLetter<'_>) -> OutputRecord {
         let mut ours = vec![
-            ("cxpulse.error.reason".to_string(), letter.reason.as_bytes().to_vec()),
-            ("cxpulse.error.message".to_string(), letter.message.as_bytes().to_vec()),
+            (
+                "cxpulse.error.reason".to_string(),
+                letter.reason.as_bytes().to_vec(),
+            ),
+            (
+                "cxpulse.error.message".to_string(),
+                letter.message.as_bytes().to_vec(),
+            ),
         ];
         if let Some(position) = letter.position {
             for (name, value) in [
@@ -368,7 +374,12 @@ impl Encoder {
             topic: self.topics.dlq.clone(),
             key: letter.key.unwrap_or_default().to_vec(),
             value: value.to_vec(),
-            headers: letter.headers.iter().cloned().chain(ours.iter().cloned()).collect(),
+            headers: letter
+                .headers
+                .iter()
+                .cloned()
+                .chain(ours.iter().cloned())
+                .collect(),
         };
         if whole.size() <= limit {
             return whole;
@@ -384,7 +395,12 @@ impl Encoder {
         };
         let without_value = OutputRecord {
             value: Vec::new(),
-            headers: letter.headers.iter().cloned().chain(omitted("value")).collect(),
+            headers: letter
+                .headers
+                .iter()
+                .cloned()
+                .chain(omitted("value"))
+                .collect(),
             ..whole
         };
         if without_value.size() <= limit {
@@ -456,13 +472,13 @@ mod tests {
             offset: 41,
         };
         let headers = vec![("trace".to_string(), b"abc".to_vec())];
-        let record = encoder.dead_letter(&DeadLetter {
-            position: &position,
-            key: Some(b"c1"),
-            value: Some(b"{oops"),
-            headers: &headers,
-            error: &DecodeError::MalformedJson("eof".into()),
-        });
+        let record = encoder.dead_letter(&DeadLetter::rejected(
+            &position,
+            Some(b"c1"),
+            Some(b"{oops"),
+            &headers,
+            &DecodeError::MalformedJson("eof".into()),
+        ));
         assert_eq!(record.topic, "cx.dlq");
         assert_eq!(record.value, b"{oops");
         let header = |name: &str| {
@@ -478,6 +494,114 @@ mod tests {
             Some("malformed_json")
         );
         assert_eq!(header("cxpulse.source.offset").as_deref(), Some("41"));
+    }
+
+    fn header(record: &OutputRecord, name: &str) -> Option<String> {
+        record
+            .headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+    }
+
+    /// A dead letter larger than the producer or the DLQ topic takes goes without its
+    /// value (then without key and headers), saying so; it always fits.
+    #[test]
+    fn dead_letters_too_large_for_the_dlq_are_written_without_their_value() {
+        let mut limits = std::collections::HashMap::new();
+        limits.insert("cx.dlq".to_string(), 64 * 1024);
+        let encoder = Encoder::new(TopicsConfig::default(), Format::Json, "test")
+            .with_limits(PRODUCER_MAX_RECORD_BYTES, limits);
+        let position = SourcePosition {
+            topic: "cx.surveys".into(),
+            partition: 0,
+            offset: 3,
+        };
+        let value = vec![b'x'; 100 * 1024];
+        let error = DecodeError::MalformedJson("eof".into());
+        let record = encoder.dead_letter(&DeadLetter::rejected(
+            &position,
+            Some(b"c1"),
+            Some(&value),
+            &[],
+            &error,
+        ));
+        assert!(record.value.is_empty());
+        assert_eq!(record.key, b"c1");
+        assert_eq!(
+            header(&record, "cxpulse.dlq.omitted").as_deref(),
+            Some("value")
+        );
+        assert_eq!(
+            header(&record, "cxpulse.source.value_bytes").as_deref(),
+            Some("102400")
+        );
+        assert_eq!(
+            header(&record, "cxpulse.source.offset").as_deref(),
+            Some("3")
+        );
+        assert!(record.size() <= encoder.max_record_bytes("cx.dlq"));
+
+        // Huge original headers too: only cxpulse's own headers remain.
+        let headers = vec![("blob".to_string(), vec![b'y'; 200 * 1024])];
+        let record = encoder.dead_letter(&DeadLetter::rejected(
+            &position,
+            Some(b"c1"),
+            Some(&value),
+            &headers,
+            &error,
+        ));
+        assert!(record.key.is_empty() && record.value.is_empty());
+        assert_eq!(
+            header(&record, "cxpulse.dlq.omitted").as_deref(),
+            Some("value,key,headers")
+        );
+        assert!(header(&record, "blob").is_none());
+        assert!(record.size() <= encoder.max_record_bytes("cx.dlq"));
+
+        // A small one stays whole.
+        let record = encoder.dead_letter(&DeadLetter::rejected(
+            &position,
+            Some(b"c1"),
+            Some(b"{"),
+            &[],
+            &error,
+        ));
+        assert_eq!(record.value, b"{");
+        assert!(header(&record, "cxpulse.dlq.omitted").is_none());
+    }
+
+    /// An output larger than its topic takes becomes a dead letter, never a crash.
+    #[test]
+    fn outputs_over_the_topic_limit_become_dead_letters() {
+        let mut limits = std::collections::HashMap::new();
+        limits.insert("cx.profiles".to_string(), 1100);
+        let encoder = Encoder::new(TopicsConfig::default(), Format::Json, "test")
+            .with_limits(PRODUCER_MAX_RECORD_BYTES, limits);
+        let position = SourcePosition {
+            topic: "cx.tickets".into(),
+            partition: 1,
+            offset: 9,
+        };
+        let profile = Profile::new(CustomerId::new("c9"), EventTime::from_millis(0));
+        let record = encoder.within_limits(encoder.profile(&profile, &position), Some(&position));
+        assert_eq!(record.topic, "cx.dlq");
+        assert_eq!(
+            header(&record, "cxpulse.error.reason").as_deref(),
+            Some("output_too_large")
+        );
+        assert_eq!(
+            header(&record, "cxpulse.source.offset").as_deref(),
+            Some("9")
+        );
+        assert_eq!(
+            header(&record, "ce_id").as_deref(),
+            Some("cx.tickets/1/9/profile"),
+            "the refused record's own headers say what it was"
+        );
+        let fits = encoder.profile(&profile, &position);
+        let unbounded = Encoder::new(TopicsConfig::default(), Format::Json, "test");
+        assert_eq!(unbounded.within_limits(fits.clone(), None), fits);
     }
 
     #[test]

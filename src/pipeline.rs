@@ -32,15 +32,13 @@ use tracing::{debug, error, info, warn};
 use crate::config::{ClientRole, Config, Guarantee};
 use crate::decode::{DecodeError, Decoder};
 use crate::event::{Event, EventTime, Source};
-use crate::output::{
-    DeadLetter, Encoder, OutputRecord, SourcePosition, PRODUCER_MAX_RECORD_BYTES,
-};
+use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition, PRODUCER_MAX_RECORD_BYTES};
 use crate::sink::Sink;
 use crate::source::{self, Assignment, InputConsumer};
-use crate::task::{Emitted, Outcome, Task, TaskSettings};
+use crate::task::{changelog, Emitted, Outcome, Task, TaskSettings};
 use crate::telemetry::{self, TopicCounters, WindowGauges};
 use crate::window::FinalWindow;
-use crate::{restore, topics};
+use crate::{fault, restore, topics};
 
 /// State shared between the pipeline thread, the HTTP server and the demo.
 #[derive(Default)]
@@ -156,7 +154,15 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("cxpulse-pipeline".into())
         .spawn(move || {
-            Loop::new(config, consumer, sink, thread_shared, runtime, record_limits).run()
+            Loop::new(
+                config,
+                consumer,
+                sink,
+                thread_shared,
+                runtime,
+                record_limits,
+            )
+            .run()
         })
         .context("spawning the pipeline thread")?;
     Ok(Running {
@@ -361,6 +367,9 @@ impl Loop {
                     key,
                     value.as_deref(),
                 )?;
+                fault::changelog_record_queued(|| {
+                    let _ = self.sink.flush(timeout);
+                });
             }
             let mut offsets = TopicPartitionList::new();
             for ((topic, partition), next) in &cycle.offsets {
@@ -604,7 +613,11 @@ impl Loop {
             gauge!(telemetry::WINDOWS_SKIPPED, "task" => label.clone())
                 .set(task.windows_skipped() as f64);
             if touched.contains(task_id) {
-                let changes = task.take_changelog();
+                let mut changes = task.take_changelog();
+                if self.config.processing.guarantee == Guarantee::AtLeastOnce {
+                    // Not one transaction: framed so that a crash mid-flush is harmless.
+                    changes = changelog::write_ahead(task.changelog_cycle(), changes);
+                }
                 counter!(telemetry::CHANGELOG_RECORDS, "task" => label)
                     .increment(changes.len() as u64);
                 cycle.changelog.extend(
@@ -706,10 +719,12 @@ impl Loop {
                     );
                 }
                 Emitted::Profile { profile, cause } => {
-                    outputs.push(self.encoder.within_limits(
-                        self.encoder.profile_by_timer(&profile, &cause),
-                        position,
-                    ));
+                    outputs.push(
+                        self.encoder.within_limits(
+                            self.encoder.profile_by_timer(&profile, &cause),
+                            position,
+                        ),
+                    );
                 }
             }
         }
@@ -775,6 +790,9 @@ async fn commit_delivered(
                 .send_state(&changelog_topic, *task as i32, key, value.as_deref())
                 .context("queueing a changelog record")?;
             state_deliveries.push((changelog_topic.clone(), delivery));
+            fault::changelog_record_queued(|| {
+                let _ = sink.flush(Duration::from_secs(30));
+            });
         }
         // State is never replaced by a dead letter: without it results would be wrong.
         if let Some((error, _)) = await_deliveries(state_deliveries).await?.first() {
@@ -838,13 +856,22 @@ fn refused_for_good(error: &KafkaError) -> bool {
 
 /// The dead letter of an output record the brokers refused: its key and headers
 /// (with its deterministic `ce_id`), without its value.
-fn dead_letter_of_refused(encoder: &Encoder, error: &KafkaError, message: &OwnedMessage) -> OutputRecord {
+fn dead_letter_of_refused(
+    encoder: &Encoder,
+    error: &KafkaError,
+    message: &OwnedMessage,
+) -> OutputRecord {
     let headers: Vec<(String, Vec<u8>)> = message
         .headers()
         .map(|headers| {
             headers
                 .iter()
-                .map(|header| (header.key.to_string(), header.value.unwrap_or_default().to_vec()))
+                .map(|header| {
+                    (
+                        header.key.to_string(),
+                        header.value.unwrap_or_default().to_vec(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();

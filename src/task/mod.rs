@@ -124,6 +124,10 @@ pub struct Task {
     changed_profiles: HashSet<CustomerId>,
     /// Measures of the event being applied (reused to avoid allocating per event).
     measures: Vec<(EventTime, Measure)>,
+    /// Number of the last changelog flush (see `changelog`).
+    changelog_cycle: u64,
+    /// Keys of write-ahead batches found at restore, to delete with the next flush.
+    stale_batches: Vec<Vec<u8>>,
 }
 
 impl Task {
@@ -145,6 +149,8 @@ impl Task {
             included: [0; 3],
             changed_profiles: HashSet::new(),
             measures: Vec::new(),
+            changelog_cycle: 0,
+            stale_batches: Vec::new(),
         }
     }
 

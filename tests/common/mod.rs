@@ -429,7 +429,12 @@ impl OwnKafka {
         self.env = env
             .lines()
             .filter_map(|line| line.split_once('='))
-            .map(|(key, value)| (key.to_string(), value.trim_matches('"').trim_matches('\'').to_string()))
+            .map(|(key, value)| {
+                (
+                    key.to_string(),
+                    value.trim_matches('"').trim_matches('\'').to_string(),
+                )
+            })
             .collect();
     }
 
