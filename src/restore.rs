@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use metrics::{counter, gauge};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::info;
@@ -30,7 +31,9 @@ pub fn restore(
     client
         .set("group.id", format!("{}-restore", config.kafka.group_id))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false")
+        // The end of what read_committed may read: transaction markers (never handed
+        // to us) and open transactions can leave the last offsets unreadable.
+        .set("enable.partition.eof", "true")
         // State from aborted transactions must never come back.
         .set("isolation.level", "read_committed");
     let consumer: BaseConsumer = client.create().context("creating the restore consumer")?;
@@ -38,6 +41,7 @@ pub fn restore(
         .fetch_watermarks(topic, partition, timeout)
         .with_context(|| format!("reading the end offsets of {topic}/{partition}"))?;
     let label = task.to_string();
+    counter!(telemetry::RESTORES, "task" => label.clone()).increment(1);
     let total = (high - low).max(0);
     let started = Instant::now();
     let wall = EventTime::now();
@@ -57,6 +61,7 @@ pub fn restore(
         }
         match consumer.poll(Duration::from_millis(500)) {
             None => continue,
+            Some(Err(KafkaError::PartitionEOF(_))) => break,
             Some(Err(error)) => return Err(error).context("reading the changelog"),
             Some(Ok(message)) => {
                 position = message.offset() + 1;

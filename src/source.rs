@@ -39,6 +39,8 @@ pub struct SourceContext {
     changes: Mutex<Vec<Assignment>>,
     /// Records not yet handed to the application, per (topic, partition), from statistics.
     lag: Mutex<HashMap<(String, i32), i64>>,
+    /// librdkafka's report of a failed authentication (wrong credentials, TLS trust).
+    auth_failure: Mutex<Option<String>>,
 }
 
 impl SourceContext {
@@ -60,6 +62,14 @@ impl SourceContext {
             .is_some_and(|lag| *lag > 0)
     }
 
+    /// Why the brokers refused our credentials, if they did.
+    pub fn auth_failure(&self) -> Option<String> {
+        self.auth_failure
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
     fn push(&self, change: Assignment) {
         match self.changes.lock() {
             Ok(mut changes) => changes.push(change),
@@ -76,6 +86,26 @@ fn tasks_of(tpl: &TopicPartitionList) -> BTreeSet<u32> {
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        let authentication = matches!(
+            code,
+            Some(
+                rdkafka::types::RDKafkaErrorCode::Authentication
+                    | rdkafka::types::RDKafkaErrorCode::SaslAuthenticationFailed
+                    | rdkafka::types::RDKafkaErrorCode::SSL
+            )
+        );
+        if authentication {
+            // librdkafka's reason names the mechanism and the broker, never the secret.
+            *self
+                .auth_failure
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason.to_string());
+        }
+        warn!(%error, reason, "kafka client error");
+    }
+
     fn stats(&self, statistics: Statistics) {
         let mut lag = self
             .lag
@@ -149,6 +179,9 @@ pub enum SourceError {
     /// The Kafka client configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The brokers refused the client's credentials or certificate.
+    #[error("Kafka authentication failed: {0} (check kafka.properties sasl.username/sasl.mechanisms, the password in CXPULSE_KAFKA__SASL_PASSWORD or kafka.sasl_password_file, and ssl.ca.location)")]
+    Authentication(String),
     /// No broker answered within `kafka.unreachable_timeout`.
     #[error("no Kafka broker answered within {0:?} (kafka.unreachable_timeout): {1}")]
     Unreachable(Duration, KafkaError),
@@ -217,6 +250,9 @@ pub fn wait_for_inputs(consumer: &InputConsumer, config: &Config) -> Result<usiz
     let started = std::time::Instant::now();
     let limit = config.kafka.unreachable_timeout;
     loop {
+        if let Some(reason) = consumer.context().auth_failure() {
+            return Err(SourceError::Authentication(reason));
+        }
         let attempt = Duration::from_secs(2)
             .min(limit.saturating_sub(started.elapsed()))
             .max(Duration::from_millis(500));

@@ -65,6 +65,8 @@ pub const SIGNALS: &str = "cxpulse_signals_total";
 pub const WINDOWS_SKIPPED: &str = "cxpulse_windows_skipped";
 /// Timers pending, per task.
 pub const TIMERS_PENDING: &str = "cxpulse_timers_pending";
+/// Restores of task state from the changelog, per task.
+pub const RESTORES: &str = "cxpulse_state_restores_total";
 /// Changelog records read while restoring, per task.
 pub const RESTORE_RECORDS: &str = "cxpulse_state_restore_records_total";
 /// Changelog records still to read, per task.
@@ -201,6 +203,10 @@ fn describe() {
         "Returned value in minor units, by currency."
     );
     describe_counter!(TICKET_EVENTS, "Ticket events, by action.");
+    describe_counter!(
+        RESTORES,
+        "Restores of task state from the changelog (one per assignment of a task this instance did not hold)."
+    );
     describe_counter!(
         RESTORE_RECORDS,
         "Changelog records read while restoring task state."

@@ -63,6 +63,9 @@ pub enum DecodeError {
     /// The record has no key or an empty one.
     #[error("record key is empty; the key must be the customer id")]
     EmptyKey,
+    /// The record has a null value (a tombstone), which carries no event.
+    #[error("record value is null; every input record must carry an event")]
+    MissingValue,
     /// The key differs from the event's `customer_id`, which would split the customer across tasks.
     #[error("record key differs from the event's customer_id")]
     KeyMismatch,
@@ -147,6 +150,7 @@ impl DecodeError {
         match self {
             DecodeError::RecordTooLarge { .. } => "record_too_large",
             DecodeError::EmptyKey => "empty_key",
+            DecodeError::MissingValue => "missing_value",
             DecodeError::KeyMismatch => "key_mismatch",
             DecodeError::UnsupportedContentType(_) => "unsupported_content_type",
             DecodeError::MalformedJson(_) => "malformed_json",
@@ -229,7 +233,7 @@ impl Decoder {
         content_type: Option<&[u8]>,
         now: EventTime,
     ) -> Result<Event, DecodeError> {
-        let value = value.unwrap_or_default();
+        let value = value.ok_or(DecodeError::MissingValue)?;
         if value.len() > self.max_record_bytes {
             return Err(DecodeError::RecordTooLarge {
                 size: value.len(),

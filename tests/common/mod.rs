@@ -3,8 +3,10 @@
 //! against it, and helpers to produce inputs and read outputs.
 #![allow(dead_code)]
 
+pub mod instance;
 pub mod model;
 pub mod scenario;
+pub mod streaming;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -202,6 +204,35 @@ pub async fn produce_raw(
     producer.flush(Duration::from_secs(10)).expect("flush");
 }
 
+/// Produces one record with a null value (no payload) to an explicit partition.
+pub async fn produce_null(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
+) {
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(*value),
+        });
+    }
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(owned);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(partition) = partition {
+        record = record.partition(partition);
+    }
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| e)
+        .expect("delivered");
+}
+
 /// A record read back from an output topic.
 #[derive(Debug, Clone)]
 pub struct ReadRecord {
@@ -225,10 +256,22 @@ impl ReadRecord {
     }
 }
 
-/// Reads a whole topic from the beginning until `done` says so or `timeout` passes.
+/// Reads a whole topic from the beginning until `done` says so or `timeout` passes;
+/// only what was committed (exactly-once mode writes in transactions).
 pub fn read_until(
     broker: &Broker,
     topic: &str,
+    timeout: Duration,
+    done: impl FnMut(&[ReadRecord]) -> bool,
+) -> Vec<ReadRecord> {
+    read_with_isolation(broker, topic, "read_committed", timeout, done)
+}
+
+/// [`read_until`] with an explicit `isolation.level` (`read_uncommitted` sees aborted records).
+pub fn read_with_isolation(
+    broker: &Broker,
+    topic: &str,
+    isolation: &str,
     timeout: Duration,
     mut done: impl FnMut(&[ReadRecord]) -> bool,
 ) -> Vec<ReadRecord> {
@@ -236,8 +279,7 @@ pub fn read_until(
         .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", format!("reader-{topic}"))
         .set("enable.auto.commit", "false")
-        // Only what was committed (exactly-once mode writes in transactions).
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", isolation)
         .create()
         .expect("reader");
     let deadline = Instant::now() + timeout;
@@ -349,7 +391,12 @@ pub fn free_addresses(count: usize) -> Vec<String> {
 
 /// Starts the real `cxpulse run` binary with `config` written to a TOML file
 /// (exactly what an operator would do), serving HTTP on `address`, logging JSON to `log`.
-pub fn spawn_run(config: &Config, address: &str, log: std::process::Stdio) -> std::process::Child {
+pub fn spawn_run(
+    config: &Config,
+    address: &str,
+    log: std::process::Stdio,
+    environment: &[(&str, &str)],
+) -> std::process::Child {
     let mut config = config.clone();
     config.http.listen = address.parse().expect("socket address");
     config.log.format = cxpulse::config::LogFormat::Json;
@@ -368,6 +415,7 @@ pub fn spawn_run(config: &Config, address: &str, log: std::process::Stdio) -> st
         }
     }
     command
+        .envs(environment.iter().copied())
         .arg("run")
         .arg("--config")
         .arg(&file)

@@ -104,7 +104,7 @@ pub fn verify(
     data_end: i64,
     flush_time: EventTime,
     crashes: bool,
-) {
+) -> String {
     let rules = Rules::from_config(config);
     let largest = rules.specs.iter().map(|spec| spec.size).max().unwrap_or(0);
     // From the first window every task has surely started (one window size into the data)
@@ -131,6 +131,7 @@ pub fn verify(
         },
     );
 
+    let window_records = records.len();
     let mut keys = HashSet::new();
     let mut seen_values: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut actual: BTreeMap<(String, i64), (Counts, usize)> = BTreeMap::new();
@@ -258,4 +259,10 @@ pub fn verify(
             .join("\n")
     );
     eprintln!("{} profiles equal the model", expected_profiles.len());
+    format!(
+        "{} windows ({} window records) and {} profiles equal the model",
+        expected.len(),
+        window_records,
+        expected_profiles.len()
+    )
 }
