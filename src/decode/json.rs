@@ -24,4 +24,23 @@ mod tests {
         assert_eq!(error.reason(), "malformed_json");
         assert!(parse(b"[1,2]").is_err());
     }
+
+    /// Hostile nesting is an error, not a stack overflow, at the top and inside a field.
+    #[test]
+    fn deep_nesting_is_rejected() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(
+            parse(deep.as_bytes()).unwrap_err().reason(),
+            "malformed_json"
+        );
+        let inside = format!(
+            r#"{{"event_id":"e","score":{}1{}}}"#,
+            "[".repeat(50_000),
+            "]".repeat(50_000)
+        );
+        assert_eq!(
+            parse(inside.as_bytes()).unwrap_err().reason(),
+            "malformed_json"
+        );
+    }
 }

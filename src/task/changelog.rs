@@ -147,7 +147,8 @@ impl Task {
             latest.insert(key, value);
         }
         let mut task = Task::new(id, settings, wall);
-        task.stale_batches = apply_write_ahead(&mut latest)?;
+        let (stale_batches, newest_batch) = apply_write_ahead(&mut latest)?;
+        task.stale_batches = stale_batches;
         let mut meta: Option<Meta> = None;
         let mut dedupe_batches = Vec::new();
         for (key, value) in latest {
@@ -231,7 +232,9 @@ impl Task {
         // A restore is not a change (but leftover write-ahead batches are deleted).
         let stale = std::mem::take(&mut task.stale_batches);
         task.take_changelog();
-        task.changelog_cycle -= 1;
+        // Flush numbers are never reused: a new batch must not mix with, or be
+        // deleted as, a leftover one of the same number.
+        task.changelog_cycle = task.changelog_cycle.saturating_sub(1).max(newest_batch);
         task.stale_batches = stale;
         Ok(task)
     }
@@ -319,10 +322,11 @@ fn decode_changes(mut bytes: &[u8]) -> Option<Vec<ChangeRecord>> {
 }
 
 /// Applies the one complete write-ahead batch newer than the meta record, if any, to
-/// the latest values; removes every batch from them and returns their keys (to delete).
+/// the latest values; removes every batch from them and returns their keys (to
+/// delete) and the newest flush number among them.
 fn apply_write_ahead(
     latest: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-) -> Result<Vec<Vec<u8>>, RestoreError> {
+) -> Result<(Vec<Vec<u8>>, u64), RestoreError> {
     let committed = match latest.get(b"m".as_slice()) {
         Some(Some(value)) => {
             let meta: Meta =
@@ -363,6 +367,7 @@ fn apply_write_ahead(
             keys.push(key);
         }
     }
+    let newest = batches.keys().next_back().copied().unwrap_or(0);
     for (cycle, (count, chunks)) in batches {
         if cycle <= committed || chunks.len() != count {
             // Its records are all written (meta is newer), or none of them are.
@@ -376,7 +381,7 @@ fn apply_write_ahead(
             }
         }
     }
-    Ok(keys)
+    Ok((keys, newest))
 }
 
 #[cfg(test)]
@@ -605,6 +610,57 @@ mod tests {
             }
             results
         };
+        // A crash in the flush after a restore from an incomplete batch: the new
+        // flush must neither reuse nor be deleted with the leftover batch.
+        {
+            let mut task = Task::new(0, settings.clone(), wall);
+            let mut out = Vec::new();
+            let mut durable: Vec<ChangeRecord> = Vec::new();
+            let mut next = 0;
+            for (index, (offset, event)) in positioned.iter().enumerate() {
+                task.apply(event, wall, &mut out);
+                task.mark_included(event.source(), *offset);
+                if index % 60 == 59 {
+                    let records = task.take_changelog();
+                    let mut records = frame(task.changelog_cycle(), records, 2048);
+                    if index / 60 == 4 {
+                        // Cut after the first chunk of the fifth flush.
+                        records.truncate(1);
+                        durable.extend(records);
+                        next = index + 1;
+                        break;
+                    }
+                    durable.extend(records);
+                }
+            }
+            let mut restored = Task::restore(0, settings.clone(), wall, durable.clone()).unwrap();
+            let mut replay_out = Vec::new();
+            for (offset, event) in &positioned[..next + 60] {
+                if !restored.includes(event.source(), *offset) {
+                    restored.apply(event, wall, &mut replay_out);
+                    restored.mark_included(event.source(), *offset);
+                }
+            }
+            let records = restored.take_changelog();
+            let second = frame(restored.changelog_cycle(), records, 2048);
+            for prefix in 0..=second.len() {
+                let mut log = durable.clone();
+                log.extend(second[..prefix].iter().cloned());
+                let mut again = Task::restore(0, settings.clone(), wall, log).unwrap();
+                let mut again_out = Vec::new();
+                for (offset, event) in &positioned {
+                    if !again.includes(event.source(), *offset) {
+                        again.apply(event, wall, &mut again_out);
+                        again.mark_included(event.source(), *offset);
+                    }
+                }
+                let (_, profiles) = outcome(&mut again, until, &mut again_out);
+                assert!(
+                    profiles == expected.1,
+                    "crash after record {prefix} of the flush after a restore changes the profiles"
+                );
+            }
+        }
         let framed = run(true, false);
         let wrong: Vec<usize> = framed
             .iter()
