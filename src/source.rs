@@ -250,6 +250,9 @@ pub fn wait_for_inputs(consumer: &InputConsumer, config: &Config) -> Result<usiz
     let started = std::time::Instant::now();
     let limit = config.kafka.unreachable_timeout;
     loop {
+        // Serves librdkafka's callbacks (not yet subscribed: no records), so that an
+        // authentication failure is seen now rather than retried as an outage.
+        let _ = consumer.poll(Duration::ZERO);
         if let Some(reason) = consumer.context().auth_failure() {
             return Err(SourceError::Authentication(reason));
         }
