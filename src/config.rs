@@ -656,7 +656,17 @@ impl KafkaConfig {
     /// The one builder of every Kafka client: brokers, `properties`, the SASL password
     /// (from the environment or `sasl_password_file`) and the role's own properties.
     pub fn client(&self, role: ClientRole) -> Result<rdkafka::ClientConfig, ConfigError> {
-        let mut client = rdkafka::ClientConfig::new();
+        self.client_over(role, rdkafka::ClientConfig::new())
+    }
+
+    /// [`KafkaConfig::client`] on top of cxpulse's own `defaults` for that client,
+    /// which the configured properties override.
+    pub fn client_over(
+        &self,
+        role: ClientRole,
+        defaults: rdkafka::ClientConfig,
+    ) -> Result<rdkafka::ClientConfig, ConfigError> {
+        let mut client = defaults;
         client.set("bootstrap.servers", &self.bootstrap_servers);
         for (key, value) in &self.properties {
             client.set(key, value.to_string());

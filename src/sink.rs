@@ -47,11 +47,8 @@ impl Sink {
                 .set("transactional.id", id)
                 .set("message.timeout.ms", "60000");
         }
-        let configured = config.client(ClientRole::Producer)?;
-        for (key, value) in configured.config_map() {
-            client.set(key, value);
-        }
-        let producer: FutureProducer = client.create()?;
+        let producer: FutureProducer =
+            config.client_over(ClientRole::Producer, client)?.create()?;
         if transactional_id.is_some() {
             producer.init_transactions(Duration::from_secs(30))?;
         }

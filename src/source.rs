@@ -16,6 +16,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tracing::{info, warn};
@@ -39,8 +40,6 @@ pub struct SourceContext {
     changes: Mutex<Vec<Assignment>>,
     /// Records not yet handed to the application, per (topic, partition), from statistics.
     lag: Mutex<HashMap<(String, i32), i64>>,
-    /// librdkafka's report of a failed authentication (wrong credentials, TLS trust).
-    auth_failure: Mutex<Option<String>>,
 }
 
 impl SourceContext {
@@ -62,14 +61,6 @@ impl SourceContext {
             .is_some_and(|lag| *lag > 0)
     }
 
-    /// Why the brokers refused our credentials, if they did.
-    pub fn auth_failure(&self) -> Option<String> {
-        self.auth_failure
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
     fn push(&self, change: Assignment) {
         match self.changes.lock() {
             Ok(mut changes) => changes.push(change),
@@ -85,27 +76,49 @@ fn tasks_of(tpl: &TopicPartitionList) -> BTreeSet<u32> {
         .collect()
 }
 
-impl ClientContext for SourceContext {
+/// A client whose only job is to report, at start-up, that the brokers refused our
+/// credentials or certificate; librdkafka's reason names the mechanism, never the secret.
+#[derive(Default)]
+struct AuthProbe(Mutex<Option<String>>);
+
+impl AuthProbe {
+    fn failure(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+impl ClientContext for AuthProbe {
     fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code();
-        let authentication = matches!(
-            code,
-            Some(
-                rdkafka::types::RDKafkaErrorCode::Authentication
-                    | rdkafka::types::RDKafkaErrorCode::SaslAuthenticationFailed
-                    | rdkafka::types::RDKafkaErrorCode::SSL
-            )
-        );
-        if authentication {
-            // librdkafka's reason names the mechanism and the broker, never the secret.
+        if is_authentication(&error) {
             *self
-                .auth_failure
+                .0
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(reason.to_string());
         }
-        warn!(%error, reason, "kafka client error");
     }
+}
 
+impl rdkafka::producer::ProducerContext for AuthProbe {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+/// Errors that mean the brokers refused our credentials or certificate.
+fn is_authentication(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            rdkafka::types::RDKafkaErrorCode::Authentication
+                | rdkafka::types::RDKafkaErrorCode::SaslAuthenticationFailed
+                | rdkafka::types::RDKafkaErrorCode::SSL
+        )
+    )
+}
+
+impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
         let mut lag = self
             .lag
@@ -227,10 +240,8 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed");
     }
-    let configured = kafka.client(ClientRole::Consumer)?;
-    for (key, value) in configured.config_map() {
-        client.set(key, value);
-    }
+    // (`config_map` would hide secrets: the configured properties go on top of ours.)
+    let mut client = kafka.client_over(ClientRole::Consumer, client)?;
     if kafka.group_protocol == GroupProtocol::Consumer {
         // KIP-848 moves these to the brokers; librdkafka refuses them with that protocol.
         for key in [
@@ -249,11 +260,14 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
 pub fn wait_for_inputs(consumer: &InputConsumer, config: &Config) -> Result<usize, SourceError> {
     let started = std::time::Instant::now();
     let limit = config.kafka.unreachable_timeout;
+    let probe: BaseProducer<AuthProbe> = config
+        .kafka
+        .client(ClientRole::Admin)?
+        .create_with_context(AuthProbe::default())?;
     loop {
-        // Serves librdkafka's callbacks (not yet subscribed: no records), so that an
-        // authentication failure is seen now rather than retried as an outage.
-        let _ = consumer.poll(Duration::ZERO);
-        if let Some(reason) = consumer.context().auth_failure() {
+        // A consumer that is not subscribed reports no errors: the probe does.
+        probe.poll(Duration::ZERO);
+        if let Some(reason) = probe.context().failure() {
             return Err(SourceError::Authentication(reason));
         }
         let attempt = Duration::from_secs(2)

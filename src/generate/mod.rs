@@ -89,12 +89,10 @@ pub fn run(
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "500000");
     // `[kafka.properties]` and `[kafka.producer]` apply to the generator too.
-    let configured = config.kafka.client(ClientRole::Producer)?;
-    for (key, value) in configured.config_map() {
-        client.set(key, value);
-    }
-    let producer: ThreadedProducer<CountingContext> =
-        client.create_with_context(CountingContext(counter.clone()))?;
+    let producer: ThreadedProducer<CountingContext> = config
+        .kafka
+        .client_over(ClientRole::Producer, client)?
+        .create_with_context(CountingContext(counter.clone()))?;
     let formats = [
         config.formats.purchases,
         config.formats.tickets,

@@ -96,10 +96,14 @@ impl Task {
     /// The changelog records of everything changed since the previous call, meta last.
     pub fn take_changelog(&mut self) -> Vec<ChangeRecord> {
         self.changelog_cycle += 1;
-        let mut records: Vec<ChangeRecord> = std::mem::take(&mut self.stale_batches)
-            .into_iter()
-            .map(|key| (key, None))
-            .collect();
+        // A batch applied at restore never reached its per-key records: write them
+        // now (later changes of the same keys follow and win), then delete the chunks.
+        let mut records: Vec<ChangeRecord> = std::mem::take(&mut self.batch_to_rewrite);
+        records.extend(
+            std::mem::take(&mut self.stale_batches)
+                .into_iter()
+                .map(|key| (key, None)),
+        );
         for customer_id in std::mem::take(&mut self.changed_profiles) {
             let value = self.profiles.get(&customer_id).map(json);
             records.push((format!("p/{customer_id}").into_bytes(), value));
@@ -147,8 +151,9 @@ impl Task {
             latest.insert(key, value);
         }
         let mut task = Task::new(id, settings, wall);
-        let (stale_batches, newest_batch) = apply_write_ahead(&mut latest)?;
-        task.stale_batches = stale_batches;
+        let applied = apply_write_ahead(&mut latest)?;
+        task.stale_batches = applied.keys;
+        let newest_batch = applied.newest;
         let mut meta: Option<Meta> = None;
         let mut dedupe_batches = Vec::new();
         for (key, value) in latest {
@@ -232,6 +237,7 @@ impl Task {
         // A restore is not a change (but leftover write-ahead batches are deleted).
         let stale = std::mem::take(&mut task.stale_batches);
         task.take_changelog();
+        task.batch_to_rewrite = applied.records;
         // Flush numbers are never reused: a new batch must not mix with, or be
         // deleted as, a leftover one of the same number.
         task.changelog_cycle = task.changelog_cycle.saturating_sub(1).max(newest_batch);
@@ -321,12 +327,21 @@ fn decode_changes(mut bytes: &[u8]) -> Option<Vec<ChangeRecord>> {
     Some(changes)
 }
 
+/// Write-ahead batches found at restore.
+struct FoundBatches {
+    /// Keys of every batch chunk still present (to delete).
+    keys: Vec<Vec<u8>>,
+    /// The newest flush number among them.
+    newest: u64,
+    /// Records of the batch that was applied (to write per key), if one was.
+    records: Vec<ChangeRecord>,
+}
+
 /// Applies the one complete write-ahead batch newer than the meta record, if any, to
-/// the latest values; removes every batch from them and returns their keys (to
-/// delete) and the newest flush number among them.
+/// the latest values, and removes every batch from them.
 fn apply_write_ahead(
     latest: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-) -> Result<(Vec<Vec<u8>>, u64), RestoreError> {
+) -> Result<FoundBatches, RestoreError> {
     let committed = match latest.get(b"m".as_slice()) {
         Some(Some(value)) => {
             let meta: Meta =
@@ -368,6 +383,7 @@ fn apply_write_ahead(
         }
     }
     let newest = batches.keys().next_back().copied().unwrap_or(0);
+    let mut applied = Vec::new();
     for (cycle, (count, chunks)) in batches {
         if cycle <= committed || chunks.len() != count {
             // Its records are all written (meta is newer), or none of them are.
@@ -377,11 +393,16 @@ fn apply_write_ahead(
             let changes = decode_changes(chunk)
                 .ok_or_else(|| RestoreError::UnknownKey(format!("c/{cycle}: malformed batch")))?;
             for (key, value) in changes {
-                latest.insert(key, value);
+                latest.insert(key.clone(), value.clone());
+                applied.push((key, value));
             }
         }
     }
-    Ok((keys, newest))
+    Ok(FoundBatches {
+        keys,
+        newest,
+        records: applied,
+    })
 }
 
 #[cfg(test)]
@@ -610,9 +631,10 @@ mod tests {
             }
             results
         };
-        // A crash in the flush after a restore from an incomplete batch: the new
-        // flush must neither reuse nor be deleted with the leftover batch.
-        {
+        // A crash in the flush after a restore from a batch cut short (incomplete: the
+        // new flush must neither reuse nor be deleted with it), or complete without its
+        // per-key records (the new flush must write them before deleting its chunks).
+        for cut_kind in 0..4 {
             let mut task = Task::new(0, settings.clone(), wall);
             let mut out = Vec::new();
             let mut durable: Vec<ChangeRecord> = Vec::new();
@@ -624,8 +646,14 @@ mod tests {
                     let records = task.take_changelog();
                     let mut records = frame(task.changelog_cycle(), records, 2048);
                     if index / 60 == 4 {
-                        // Cut after the first chunk of the fifth flush.
-                        records.truncate(1);
+                        // The fifth flush is cut short.
+                        let chunks = records
+                            .iter()
+                            .filter(|(key, value)| key.starts_with(b"c/") && value.is_some())
+                            .count();
+                        assert!(chunks > 1, "{chunks} chunks");
+                        let first_cut = [1, chunks - 1, chunks, chunks + 3][cut_kind];
+                        records.truncate(first_cut);
                         durable.extend(records);
                         next = index + 1;
                         break;
@@ -643,7 +671,16 @@ mod tests {
             }
             let records = restored.take_changelog();
             let second = frame(restored.changelog_cycle(), records, 2048);
-            for prefix in 0..=second.len() {
+            // Every position inside the chunks and around their end, then a sample.
+            let chunks = second
+                .iter()
+                .filter(|(key, _)| key.starts_with(b"c/"))
+                .count()
+                / 2;
+            let prefixes = (0..=second.len()).filter(|prefix| {
+                *prefix <= chunks + 3 || prefix % 7 == 0 || *prefix == second.len()
+            });
+            for prefix in prefixes {
                 let mut log = durable.clone();
                 log.extend(second[..prefix].iter().cloned());
                 let mut again = Task::restore(0, settings.clone(), wall, log).unwrap();
@@ -657,7 +694,7 @@ mod tests {
                 let (_, profiles) = outcome(&mut again, until, &mut again_out);
                 assert!(
                     profiles == expected.1,
-                    "crash after record {prefix} of the flush after a restore changes the profiles"
+                    "crash after record {prefix} of the flush after a restore (cut {cut_kind}) changes the profiles"
                 );
             }
         }

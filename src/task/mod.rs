@@ -128,6 +128,9 @@ pub struct Task {
     changelog_cycle: u64,
     /// Keys of write-ahead batches found at restore, to delete with the next flush.
     stale_batches: Vec<Vec<u8>>,
+    /// Records of a write-ahead batch applied at restore, to write per key with the
+    /// next flush (before its chunks are deleted).
+    batch_to_rewrite: Vec<changelog::ChangeRecord>,
 }
 
 impl Task {
@@ -151,6 +154,7 @@ impl Task {
             measures: Vec::new(),
             changelog_cycle: 0,
             stale_batches: Vec::new(),
+            batch_to_rewrite: Vec::new(),
         }
     }
 
