@@ -45,15 +45,15 @@ fn with_instance_id(config: &Config, id: &str) -> Config {
     config
 }
 
-/// Seconds from start until the instance has consumed a record.
+/// Seconds from start until the instance has processed (applied) an event.
 async fn seconds_to_first_record(instance: &Instance) -> f64 {
-    let consumed = common::eventually(Duration::from_secs(90), || {
+    let processed = common::eventually(Duration::from_secs(90), || {
         instance
-            .metric("cxpulse_records_consumed_total")
-            .is_some_and(|consumed| consumed > 0.0)
+            .metric("cxpulse_events_processed_total")
+            .is_some_and(|processed| processed > 0.0)
     })
     .await;
-    assert!(consumed, "the restarted instance never consumed a record");
+    assert!(processed, "the restarted instance never processed an event");
     instance.started.elapsed().as_secs_f64()
 }
 
@@ -80,17 +80,15 @@ async fn three_kills_within_40_seconds_never_stall_the_group() {
     let kills_started = Instant::now();
     let mut resumed = Vec::new();
     for chunk in &chunks[1..4] {
-        common::produce_events(&producer, &config, chunk, Format::Json).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         victim.kill();
         victim = Instance::start(&victim_config, &victim_address, &log);
+        // Input streams in while it restarts; it must take its tasks back and go on.
+        common::produce_events(&producer, &config, chunk, Format::Json).await;
         resumed.push(seconds_to_first_record(&victim).await);
     }
     let kills_took = kills_started.elapsed().as_secs_f64();
-    assert!(
-        kills_took < 40.0 + resumed.iter().sum::<f64>(),
-        "three kills took {kills_took:.1} s"
-    );
+    assert!(kills_took < 40.0, "three kills took {kills_took:.1} s");
     for chunk in &chunks[4..] {
         common::produce_events(&producer, &config, chunk, Format::Json).await;
     }
