@@ -144,7 +144,7 @@ async fn a_frozen_instance_is_fenced_and_writes_nothing_visible() {
         visits_per_day: 3.0,
     };
     let (events, data_start, data_end) = scenario::events(&scenario, 77);
-    let chunks: Vec<_> = events.chunks(events.len().div_ceil(3)).collect();
+    let chunks: Vec<_> = events.chunks(events.len().div_ceil(4)).collect();
     let log = std::env::temp_dir().join(format!("cxpulse-zombie-{}.log", std::process::id()));
     let [first_address, second_address]: [String; 2] =
         common::free_addresses(2).try_into().unwrap();
@@ -170,8 +170,12 @@ async fn a_frozen_instance_is_fenced_and_writes_nothing_visible() {
     common::produce_events(&producer, &config, chunks[2], Format::Json).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    // Resumed, the zombie finds itself fenced and stops without committing anything.
+    // Resumed, the zombie rejoins the group (its session expired) and, given a task
+    // again, finds its producer fenced at its first transaction: it stops without
+    // committing anything.
     zombie.signal("CONT");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    common::produce_events(&producer, &config, chunks[3], Format::Json).await;
     let status = zombie.wait_exit(Duration::from_secs(90)).await;
     assert!(
         status.is_some_and(|status| !status.success()),

@@ -191,3 +191,91 @@ async fn hostile_records_go_to_the_dlq_and_the_service_lives_on() {
     );
     instance.terminate();
 }
+
+/// An output the broker refuses for good (its topic's limit lowered while cxpulse
+/// runs, so the limits read at start-up no longer hold) becomes a dead letter saying
+/// so, and the service goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_the_broker_refuses_become_dead_letters() {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+
+    let broker = Broker::kafka();
+    let config = common::test_config(&broker, "refused");
+    broker.create_topics(&config, 1).await;
+    let address = common::free_address();
+    let log = std::env::temp_dir().join(format!("cxpulse-refused-{}.log", std::process::id()));
+    let mut instance = Instance::start(&config, &address, &log);
+    instance.wait_ready().await;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .create()
+        .expect("admin");
+    let lowered = AlterConfig::new(ResourceSpecifier::Topic(&config.topics.enriched))
+        .set("max.message.bytes", "100");
+    let results = admin
+        .alter_configs([&lowered], &AdminOptions::new())
+        .await
+        .expect("alter configs");
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let producer = common::producer(&broker);
+    let at = EventTime::now().plus_millis(-60_000).to_rfc3339();
+    let json: &[(&str, &[u8])] = &[("content-type", b"application/json")];
+    for id in ["r1", "r2"] {
+        let survey = format!(
+            r#"{{"event_id":"{id}","customer_id":"c1","occurred_at":"{at}","survey_id":"s","kind":"nps","score":9}}"#
+        );
+        common::produce_raw(
+            &producer,
+            &config.topics.surveys,
+            Some(0),
+            Some(b"c1"),
+            survey.as_bytes(),
+            json,
+        )
+        .await;
+    }
+    let dead = common::read_until(
+        &broker,
+        &config.topics.dlq,
+        Duration::from_secs(60),
+        |records| records.len() >= 2,
+    );
+    let refused: Vec<_> = dead
+        .iter()
+        .filter(|r| r.header("cxpulse.error.reason") == "output_refused")
+        .collect();
+    assert_eq!(
+        refused.len(),
+        2,
+        "both enriched events are dead letters: {dead:?}"
+    );
+    for (letter, offset) in refused.iter().zip(0..) {
+        assert_eq!(
+            letter.header("ce_id"),
+            format!("{}/0/{offset}/enriched", config.topics.surveys),
+            "the dead letter names the refused record"
+        );
+        assert!(letter.value.is_empty());
+        assert!(letter
+            .header("cxpulse.error.message")
+            .contains(&config.topics.enriched));
+    }
+    let applied = common::eventually(Duration::from_secs(30), || {
+        common::http_get(&address, "/v1/customers/c1")
+            .is_some_and(|(status, body)| status == 200 && body.contains("\"events\":2"))
+    })
+    .await;
+    assert!(applied, "both events applied");
+    assert!(
+        instance.child.try_wait().expect("status").is_none(),
+        "the service is alive"
+    );
+    eprintln!(
+        "{} enriched records refused by the broker became dead letters; service alive",
+        refused.len()
+    );
+    instance.terminate();
+}
