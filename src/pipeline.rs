@@ -453,20 +453,7 @@ impl Loop {
                     let Some(source) = self.config.topics.source_of(message.topic()) else {
                         continue;
                     };
-                    let headers = message
-                        .headers()
-                        .map(|headers| {
-                            headers
-                                .iter()
-                                .map(|header| {
-                                    (
-                                        header.key.to_string(),
-                                        header.value.unwrap_or_default().to_vec(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    let headers = owned_headers(&message);
                     records.push(InputRecord {
                         source,
                         position: SourcePosition {
@@ -854,14 +841,9 @@ fn refused_for_good(error: &KafkaError) -> bool {
     )
 }
 
-/// The dead letter of an output record the brokers refused: its key and headers
-/// (with its deterministic `ce_id`), without its value.
-fn dead_letter_of_refused(
-    encoder: &Encoder,
-    error: &KafkaError,
-    message: &OwnedMessage,
-) -> OutputRecord {
-    let headers: Vec<(String, Vec<u8>)> = message
+/// A record's headers, copied out of librdkafka's buffer (a null header value is empty).
+fn owned_headers(message: &impl Message) -> Vec<(String, Vec<u8>)> {
+    message
         .headers()
         .map(|headers| {
             headers
@@ -874,7 +856,17 @@ fn dead_letter_of_refused(
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The dead letter of an output record the brokers refused: its key and headers
+/// (with its deterministic `ce_id`), without its value.
+fn dead_letter_of_refused(
+    encoder: &Encoder,
+    error: &KafkaError,
+    message: &OwnedMessage,
+) -> OutputRecord {
+    let headers = owned_headers(message);
     let value_bytes = message.payload().map_or(0, <[u8]>::len);
     encoder.dead_letter(&DeadLetter {
         position: None,

@@ -181,6 +181,28 @@ pub async fn produce_raw(
     value: &[u8],
     headers: &[(&str, &[u8])],
 ) {
+    produce_record(producer, topic, partition, key, Some(value), headers).await;
+}
+
+/// Produces one record with a null value (no payload) to an explicit partition.
+pub async fn produce_null(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
+) {
+    produce_record(producer, topic, partition, key, None, headers).await;
+}
+
+async fn produce_record(
+    producer: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
+) {
     let mut owned = OwnedHeaders::new();
     for (name, value) in headers {
         owned = owned.insert(Header {
@@ -188,8 +210,10 @@ pub async fn produce_raw(
             value: Some(*value),
         });
     }
-    let mut record: FutureRecord<'_, [u8], [u8]> =
-        FutureRecord::to(topic).payload(value).headers(owned);
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(owned);
+    if let Some(value) = value {
+        record = record.payload(value);
+    }
     if let Some(key) = key {
         record = record.key(key);
     }
@@ -202,35 +226,6 @@ pub async fn produce_raw(
         .map_err(|(e, _)| e)
         .expect("delivered");
     producer.flush(Duration::from_secs(10)).expect("flush");
-}
-
-/// Produces one record with a null value (no payload) to an explicit partition.
-pub async fn produce_null(
-    producer: &FutureProducer,
-    topic: &str,
-    partition: Option<i32>,
-    key: Option<&[u8]>,
-    headers: &[(&str, &[u8])],
-) {
-    let mut owned = OwnedHeaders::new();
-    for (name, value) in headers {
-        owned = owned.insert(Header {
-            key: name,
-            value: Some(*value),
-        });
-    }
-    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(owned);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
-    if let Some(partition) = partition {
-        record = record.partition(partition);
-    }
-    producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map_err(|(e, _)| e)
-        .expect("delivered");
 }
 
 /// A record read back from an output topic.
