@@ -1,8 +1,11 @@
 //! Source: the Kafka consumer of the three input topics.
 //!
-//! One consumer group member per instance subscribes to the inputs with the
-//! `range` assignor, so partition `i` of every input topic lands on the same
-//! member: that set is task `i`. The consumer is a `BaseConsumer` polled by
+//! One consumer group member per instance subscribes to the inputs with a
+//! `range` assignor (the client's with the classic protocol, the brokers' with
+//! KIP-848), so partition `i` of every input topic lands on the same member:
+//! that set is task `i`. With KIP-848 rebalances are incremental, and with a
+//! `group.instance.id` (static membership) a restarted instance takes its tasks
+//! back without a rebalance. The consumer is a `BaseConsumer` polled by
 //! the pipeline's own thread. Offsets are stored only after the outputs of a
 //! record are delivered (see `pipeline`), and librdkafka commits stored
 //! offsets every `commit_interval` and on revocation.
