@@ -19,6 +19,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};
+// `Producer` provides the probe's `context()`.
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;

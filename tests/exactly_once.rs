@@ -42,6 +42,33 @@ fn ids(broker: &Broker, topic: &str, isolation: &str, at_least: usize) -> BTreeM
     counts
 }
 
+/// Reads `cx.enriched` committed: one enriched event per valid input (flush events
+/// included), none twice; returns how often each `ce_id` is there.
+fn enriched_exactly_once(
+    broker: &Broker,
+    config: &Config,
+    events: &[cxpulse::event::Event],
+    partitions: i32,
+) -> BTreeMap<String, usize> {
+    let valid: HashSet<_> = events
+        .iter()
+        .map(|e| (e.customer_id.clone(), e.event_id.clone()))
+        .collect();
+    let expected = valid.len() + 3 * partitions as usize;
+    let committed = ids(broker, &config.topics.enriched, "read_committed", expected);
+    let twice: Vec<_> = committed.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "enriched events committed twice: {twice:?}"
+    );
+    assert_eq!(
+        committed.len(),
+        expected,
+        "one enriched event per valid input (flush events included)"
+    );
+    committed
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kills_and_aborts_mid_transaction_leave_every_output_exactly_once() {
     let broker = Broker::kafka();
@@ -73,28 +100,8 @@ async fn kills_and_aborts_mid_transaction_leave_every_output_exactly_once() {
         run.flush_time,
         false,
     );
-    let valid: HashSet<_> = run
-        .events
-        .iter()
-        .map(|e| (e.customer_id.clone(), e.event_id.clone()))
-        .collect();
-    let expected_enriched = valid.len() + 3 * partitions as usize;
-    let committed = ids(
-        &broker,
-        &config.topics.enriched,
-        "read_committed",
-        expected_enriched,
-    );
-    let twice: Vec<_> = committed.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(
-        twice.is_empty(),
-        "enriched events committed twice: {twice:?}"
-    );
-    assert_eq!(
-        committed.len(),
-        expected_enriched,
-        "one enriched event per valid input (flush events included)"
-    );
+    let committed = enriched_exactly_once(&broker, &config, &run.events, partitions);
+    let expected_enriched = committed.len();
     let dlq = streaming::dead_letters(&broker, &config, run.bad);
     assert_eq!(dlq.len(), run.bad, "every bad record is in the DLQ");
     assert!(
@@ -185,22 +192,7 @@ async fn a_frozen_instance_is_fenced_and_writes_nothing_visible() {
     let compared = scenario::verify(
         &broker, &config, partitions, &events, data_start, data_end, flush_time, false,
     );
-    let valid: HashSet<_> = events
-        .iter()
-        .map(|e| (e.customer_id.clone(), e.event_id.clone()))
-        .collect();
-    let expected_enriched = valid.len() + 3 * partitions as usize;
-    let committed = ids(
-        &broker,
-        &config.topics.enriched,
-        "read_committed",
-        expected_enriched,
-    );
-    assert!(
-        committed.values().all(|n| *n == 1),
-        "an enriched event committed twice"
-    );
-    assert_eq!(committed.len(), expected_enriched);
+    let committed = enriched_exactly_once(&broker, &config, &events, partitions);
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         log_text.to_lowercase().contains("fenced"),

@@ -518,6 +518,21 @@ mod tests {
         (windows(out), profiles)
     }
 
+    /// Applies the records a restored task does not include yet, as the pipeline does.
+    fn replay(
+        task: &mut Task,
+        positioned: &[(i64, &Event)],
+        wall: EventTime,
+        out: &mut Vec<Emitted>,
+    ) {
+        for (offset, event) in positioned {
+            if !task.includes(event.source(), *offset) {
+                task.apply(event, wall, out);
+                task.mark_included(event.source(), *offset);
+            }
+        }
+    }
+
     type WindowsByIdentity = BTreeMap<(Arc<str>, EventTime), FinalWindow>;
 
     fn by_identity(windows: &[FinalWindow]) -> WindowsByIdentity {
@@ -604,12 +619,7 @@ mod tests {
                     log.extend(cut[..prefix].iter().cloned());
                     let mut restored = Task::restore(0, settings.clone(), wall, log).unwrap();
                     let mut replay_out = Vec::new();
-                    for (offset, event) in &positioned {
-                        if !restored.includes(event.source(), *offset) {
-                            restored.apply(event, wall, &mut replay_out);
-                            restored.mark_included(event.source(), *offset);
-                        }
-                    }
+                    replay(&mut restored, &positioned, wall, &mut replay_out);
                     let (mut replayed_windows, profiles) =
                         outcome(&mut restored, until, &mut replay_out);
                     // Windows emitted before the crash were published; a replay may repeat
@@ -663,12 +673,12 @@ mod tests {
             }
             let mut restored = Task::restore(0, settings.clone(), wall, durable.clone()).unwrap();
             let mut replay_out = Vec::new();
-            for (offset, event) in &positioned[..next + 60] {
-                if !restored.includes(event.source(), *offset) {
-                    restored.apply(event, wall, &mut replay_out);
-                    restored.mark_included(event.source(), *offset);
-                }
-            }
+            replay(
+                &mut restored,
+                &positioned[..next + 60],
+                wall,
+                &mut replay_out,
+            );
             let records = restored.take_changelog();
             let second = frame(restored.changelog_cycle(), records, 2048);
             // Every position inside the chunks and around their end, then a sample.
@@ -685,12 +695,7 @@ mod tests {
                 log.extend(second[..prefix].iter().cloned());
                 let mut again = Task::restore(0, settings.clone(), wall, log).unwrap();
                 let mut again_out = Vec::new();
-                for (offset, event) in &positioned {
-                    if !again.includes(event.source(), *offset) {
-                        again.apply(event, wall, &mut again_out);
-                        again.mark_included(event.source(), *offset);
-                    }
-                }
+                replay(&mut again, &positioned, wall, &mut again_out);
                 let (_, profiles) = outcome(&mut again, until, &mut again_out);
                 assert!(
                     profiles == expected.1,
