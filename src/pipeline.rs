@@ -481,45 +481,59 @@ impl Loop {
         if changes.is_empty() {
             return Ok(());
         }
-        let mut tasks = self.shared.tasks();
+        let shared = self.shared.clone();
         for change in changes {
             match change {
                 Assignment::Assigned(ids) => {
                     // Not ready while restoring: a restored task consumes, an unrestored one never does.
-                    self.shared.ready.store(false, Ordering::SeqCst);
+                    shared.ready.store(false, Ordering::SeqCst);
                     for id in ids {
-                        if tasks.contains_key(&id) {
+                        if shared.tasks().contains_key(&id) {
                             continue;
                         }
+                        // Without the lock: a restore can take minutes, and HTTP handlers
+                        // (`/v1/customers`) lock the tasks on the runtime's few threads.
                         let task = restore::restore(
                             &self.config,
                             id,
                             self.settings.clone(),
                             Duration::from_secs(30),
                         )?;
-                        tasks.insert(id, task);
+                        shared.tasks().insert(id, task);
                     }
-                    self.shared.ready.store(true, Ordering::SeqCst);
+                    shared.ready.store(true, Ordering::SeqCst);
                 }
                 Assignment::Revoked(ids) => {
-                    let names: Vec<Arc<str>> = self
-                        .settings
-                        .windows
-                        .iter()
-                        .map(|spec| spec.name.clone())
-                        .collect();
                     for id in ids {
-                        tasks.remove(&id);
-                        self.gauges.zero_task(id, &names);
-                        self.shared
-                            .latest_windows()
-                            .retain(|(_, task), _| *task != id);
+                        shared.tasks().remove(&id);
+                        self.zero_task_gauges(id);
+                        shared.latest_windows().retain(|(_, task), _| *task != id);
                     }
                 }
             }
         }
-        gauge!(telemetry::TASKS_ASSIGNED).set(tasks.len() as f64);
+        gauge!(telemetry::TASKS_ASSIGNED).set(shared.tasks().len() as f64);
         Ok(())
+    }
+
+    /// Zeroes every gauge labelled with a task this instance no longer owns (the
+    /// [`TASK_GAUGES`], its restore progress and its window gauges): otherwise two
+    /// instances report the same task after a rebalance and `sum()` across pods
+    /// counts it twice.
+    fn zero_task_gauges(&mut self, task: u32) {
+        let label = task.to_string();
+        for (name, _) in TASK_GAUGES {
+            gauge!(name, "task" => label.clone()).set(0.0);
+        }
+        gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(0.0);
+        gauge!(telemetry::RESTORE_RATE, "task" => label).set(0.0);
+        let names: Vec<Arc<str>> = self
+            .settings
+            .windows
+            .iter()
+            .map(|spec| spec.name.clone())
+            .collect();
+        self.gauges.zero_task(task, &names);
     }
 
     /// Applies a batch; returns the outputs, state changes, offsets they complete and append times.
@@ -586,19 +600,8 @@ impl Loop {
                 touched.insert(*task_id);
             }
             self.publish(*task_id, &mut emitted, outputs, None);
+            publish_task_gauges(*task_id, task);
             let label = task_id.to_string();
-            let watermark = task.watermark();
-            if watermark != EventTime::MIN {
-                gauge!(telemetry::WATERMARK, "task" => label.clone())
-                    .set(watermark.millis() as f64 / 1000.0);
-            }
-            gauge!(telemetry::PROFILES, "task" => label.clone()).set(task.profile_count() as f64);
-            gauge!(telemetry::TICKETS_TRACKED, "task" => label.clone())
-                .set(task.ticket_count() as f64);
-            gauge!(telemetry::TIMERS_PENDING, "task" => label.clone())
-                .set(task.timer_count() as f64);
-            gauge!(telemetry::WINDOWS_SKIPPED, "task" => label.clone())
-                .set(task.windows_skipped() as f64);
             if touched.contains(task_id) {
                 let mut changes = task.take_changelog();
                 if self.config.processing.guarantee == Guarantee::AtLeastOnce {
@@ -714,6 +717,42 @@ impl Loop {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A gauge of one task's state and how to read it (`None`: nothing to report yet).
+type TaskGauge = (&'static str, fn(&Task) -> Option<f64>);
+
+/// Every gauge describing one task's state. Publishing and zeroing on revocation
+/// both walk this one list, so no gauge can be published and then left stale by
+/// an instance that lost the task.
+const TASK_GAUGES: [TaskGauge; 5] = [
+    (telemetry::WATERMARK, |task| {
+        let watermark = task.watermark();
+        (watermark != EventTime::MIN).then(|| watermark.millis() as f64 / 1000.0)
+    }),
+    (
+        telemetry::PROFILES,
+        |task| Some(task.profile_count() as f64),
+    ),
+    (telemetry::TICKETS_TRACKED, |task| {
+        Some(task.ticket_count() as f64)
+    }),
+    (telemetry::TIMERS_PENDING, |task| {
+        Some(task.timer_count() as f64)
+    }),
+    (telemetry::WINDOWS_SKIPPED, |task| {
+        Some(task.windows_skipped() as f64)
+    }),
+];
+
+/// Sets every [`TASK_GAUGES`] of a task this instance owns.
+fn publish_task_gauges(id: u32, task: &Task) {
+    let label = id.to_string();
+    for (name, read) in TASK_GAUGES {
+        if let Some(value) = read(task) {
+            gauge!(name, "task" => label.clone()).set(value);
         }
     }
 }

@@ -49,6 +49,8 @@ pub fn restore(
         gauge!(telemetry::RESTORE_REMAINING, "task" => label).set(0.0);
         return Ok(Task::new(task, settings, wall));
     }
+    // Visible at once, not only after the first progress report a second later.
+    gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(total as f64);
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     consumer.assign(&assignment)?;

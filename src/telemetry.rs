@@ -328,7 +328,7 @@ impl TopicCounters {
     }
 }
 
-/// Publishes final windows as gauges and zeroes a task's gauges when it is revoked.
+/// Publishes final windows as gauges and zeroes a task's window gauges when it is revoked.
 #[derive(Default)]
 pub struct WindowGauges {
     /// Currencies published per (task, window), so revocation can zero them.
@@ -433,10 +433,6 @@ impl WindowGauges {
             self.publish(task, &empty);
         }
         self.currencies.retain(|(owner, _), _| *owner != task);
-        let label = task.to_string();
-        gauge!(WATERMARK, "task" => label.clone()).set(0.0);
-        gauge!(PROFILES, "task" => label.clone()).set(0.0);
-        gauge!(TICKETS_TRACKED, "task" => label).set(0.0);
     }
 }
 

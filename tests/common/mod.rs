@@ -519,3 +519,260 @@ impl Drop for OwnKafka {
             .status();
     }
 }
+
+/// One input record of a [`fault_workload`]: JSON written here from SPEC section 1,
+/// not by the engine, so a fault test's expectations do not come from the code under test.
+#[derive(Debug, Clone)]
+pub struct WorkloadEvent {
+    /// Which input topic it goes to.
+    pub source: cxpulse::event::Source,
+    /// Record key and `customer_id`.
+    pub customer: String,
+    /// `event_id`, unique per event.
+    pub event_id: String,
+    /// The JSON value.
+    pub value: Vec<u8>,
+}
+
+/// What every customer's profile must say once all of a [`fault_workload`] is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedProfile {
+    /// Valid events applied.
+    pub events: u64,
+    /// `placed` purchases.
+    pub orders_placed: u64,
+    /// Placed value in EUR minor units.
+    pub revenue_eur: i64,
+    /// Tickets opened.
+    pub tickets_opened: u64,
+}
+
+/// A simple deterministic workload for fault tests: `customers` customers with
+/// `per_customer` events each, in event-time order, ending a few minutes before
+/// now: every 4th event of a customer is an order placed (EUR), then an NPS
+/// answer, a chat ticket opened and the agent's reply to it (so no SLA timer
+/// fires while a test runs). `tag` keeps event ids of different runs apart.
+pub fn fault_workload(
+    customers: usize,
+    per_customer: usize,
+    tag: &str,
+) -> (Vec<WorkloadEvent>, BTreeMap<String, ExpectedProfile>) {
+    use cxpulse::event::Source;
+    let now = chrono::Utc::now().timestamp_millis();
+    let gap = 50; // ms between consecutive events of the whole workload
+    let total = (customers * per_customer) as i64;
+    let start = now - 10 * 60_000 - total * gap;
+    let time = |index: i64| {
+        chrono::DateTime::from_timestamp_millis(start + index * gap)
+            .expect("a valid time")
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    };
+    let mut events = Vec::with_capacity(customers * per_customer);
+    let mut expected = BTreeMap::new();
+    for j in 0..per_customer {
+        for i in 0..customers {
+            let customer = format!("c-{tag}-{i:06}");
+            let event_id = format!("e-{tag}-{i}-{j}");
+            let at = time((j * customers + i) as i64);
+            let common = format!(
+                r#""event_id":"{event_id}","customer_id":"{customer}","occurred_at":"{at}""#
+            );
+            let profile = expected.entry(customer.clone()).or_insert(ExpectedProfile {
+                events: 0,
+                orders_placed: 0,
+                revenue_eur: 0,
+                tickets_opened: 0,
+            });
+            profile.events += 1;
+            let (source, value) = match j % 4 {
+                0 => {
+                    let amount = 1000 + (i % 7) as i64 * 100 + j as i64;
+                    profile.orders_placed += 1;
+                    profile.revenue_eur += amount;
+                    (
+                        Source::Purchases,
+                        format!(
+                            r#"{{{common},"order_id":"o-{i}-{j}","action":"placed","amount_minor":{amount},"currency":"EUR","items":1}}"#
+                        ),
+                    )
+                }
+                1 => (
+                    Source::Surveys,
+                    format!(
+                        r#"{{{common},"survey_id":"s-{i}-{j}","kind":"nps","score":{}}}"#,
+                        (i + j) % 11
+                    ),
+                ),
+                2 => {
+                    profile.tickets_opened += 1;
+                    (
+                        Source::Tickets,
+                        format!(
+                            r#"{{{common},"ticket_id":"t-{tag}-{i}-{j}","action":"opened","channel":"email"}}"#
+                        ),
+                    )
+                }
+                _ => (
+                    Source::Tickets,
+                    format!(
+                        r#"{{{common},"ticket_id":"t-{tag}-{i}-{}","action":"agent_replied"}}"#,
+                        j - 1
+                    ),
+                ),
+            };
+            events.push(WorkloadEvent {
+                source,
+                customer,
+                event_id,
+                value: value.into_bytes(),
+            });
+        }
+    }
+    (events, expected)
+}
+
+/// Produces workload events, in order, to their input topics (partitioned by key).
+pub async fn produce_workload(
+    producer: &FutureProducer,
+    config: &Config,
+    events: &[WorkloadEvent],
+) {
+    for chunk in events.chunks(5000) {
+        let mut deliveries = Vec::with_capacity(chunk.len());
+        for event in chunk {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            });
+            let record = FutureRecord::to(config.topics.input(event.source))
+                .key(event.customer.as_str())
+                .payload(&event.value)
+                .headers(headers);
+            deliveries.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("queue"),
+            );
+        }
+        for delivery in deliveries {
+            delivery.await.expect("delivered").expect("acknowledged");
+        }
+    }
+}
+
+/// How often each source event id of `events` appears in `cx.enriched` (read
+/// `read_committed`), once at least `events.len()` records are there or `timeout`
+/// passed. Records of events not in `events` are not counted.
+pub fn enriched_counts(
+    broker: &Broker,
+    config: &Config,
+    events: &[WorkloadEvent],
+    timeout: Duration,
+) -> BTreeMap<String, usize> {
+    let wanted: std::collections::HashSet<&str> =
+        events.iter().map(|e| e.event_id.as_str()).collect();
+    let mut counts = BTreeMap::new();
+    let mut seen = 0;
+    let records = read_until(broker, &config.topics.enriched, timeout, |records| {
+        for record in &records[seen..] {
+            let json = record.json();
+            if let Some(id) = json["source_event_id"].as_str() {
+                if wanted.contains(id) {
+                    *counts.entry(id.to_string()).or_insert(0usize) += 1;
+                }
+            }
+        }
+        seen = records.len();
+        counts.len() >= wanted.len()
+    });
+    // Whatever arrived after the last check (the settling read) counts too.
+    for record in &records[seen..] {
+        if let Some(id) = record.json()["source_event_id"].as_str() {
+            if wanted.contains(id) {
+                *counts.entry(id.to_string()).or_insert(0usize) += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// Asserts `counts` has every event of `events` at least once (`exactly_once`:
+/// exactly once); returns (distinct events found, records counted).
+pub fn assert_enriched(
+    counts: &BTreeMap<String, usize>,
+    events: &[WorkloadEvent],
+    exactly_once: bool,
+) -> (usize, usize) {
+    let missing: Vec<&str> = events
+        .iter()
+        .map(|e| e.event_id.as_str())
+        .filter(|id| !counts.contains_key(*id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} valid inputs have no enriched record, e.g. {:?}",
+        missing.len(),
+        events.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let records: usize = counts.values().sum();
+    if exactly_once {
+        let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+        assert!(
+            twice.is_empty(),
+            "{} enriched records repeat an event, e.g. {twice:?}",
+            records - counts.len()
+        );
+    }
+    (counts.len(), records)
+}
+
+/// The last `cx.profiles` record of every customer of `expected` (read once every
+/// customer has one whose `events` reached the expected count, or `timeout`), checked
+/// field by field against it; returns how many profiles were compared.
+pub fn assert_profiles(
+    broker: &Broker,
+    config: &Config,
+    expected: &BTreeMap<String, ExpectedProfile>,
+    timeout: Duration,
+) -> usize {
+    let mut latest: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut seen = 0;
+    let absorb = |records: &[ReadRecord], latest: &mut BTreeMap<String, serde_json::Value>| {
+        for record in records {
+            let key = String::from_utf8_lossy(&record.key).into_owned();
+            if expected.contains_key(&key) {
+                latest.insert(key, record.json());
+            }
+        }
+    };
+    let records = read_until(broker, &config.topics.profiles, timeout, |records| {
+        absorb(&records[seen..], &mut latest);
+        seen = records.len();
+        expected.iter().all(|(customer, want)| {
+            latest
+                .get(customer)
+                .is_some_and(|p| p["events"].as_u64() == Some(want.events))
+        })
+    });
+    absorb(&records[seen..], &mut latest);
+    for (customer, want) in expected {
+        let profile = latest
+            .get(customer)
+            .unwrap_or_else(|| panic!("no profile of {customer} in cx.profiles"));
+        assert_profile(customer, profile, want);
+    }
+    expected.len()
+}
+
+/// Asserts one profile (JSON of `cx.profiles` or `/v1/customers`) equals the expectation.
+pub fn assert_profile(customer: &str, profile: &serde_json::Value, want: &ExpectedProfile) {
+    let got = ExpectedProfile {
+        events: profile["events"].as_u64().unwrap_or_default(),
+        orders_placed: profile["orders_placed"].as_u64().unwrap_or_default(),
+        revenue_eur: profile["revenue_minor"]["EUR"].as_i64().unwrap_or_default(),
+        tickets_opened: profile["tickets_opened"].as_u64().unwrap_or_default(),
+    };
+    assert_eq!(&got, want, "profile of {customer}: {profile}");
+}
