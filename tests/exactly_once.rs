@@ -47,12 +47,12 @@ fn ids(broker: &Broker, topic: &str, isolation: &str, at_least: usize) -> BTreeM
 fn enriched_exactly_once(
     broker: &Broker,
     config: &Config,
-    events: &[cxpulse::event::Event],
+    events: &[common::generator::Input],
     partitions: i32,
 ) -> BTreeMap<String, usize> {
     let valid: HashSet<_> = events
         .iter()
-        .map(|e| (e.customer_id.clone(), e.event_id.clone()))
+        .map(|e| (e.customer.clone(), e.event_id.clone()))
         .collect();
     let expected = valid.len() + 3 * partitions as usize;
     let committed = ids(broker, &config.topics.enriched, "read_committed", expected);

@@ -14,7 +14,7 @@ use common::Broker;
 use cxpulse::config::{Config, GroupProtocol};
 use cxpulse::decode::Format;
 
-fn population(seed: u64) -> (Vec<cxpulse::event::Event>, i64, i64) {
+fn population(seed: u64) -> (Vec<common::generator::Input>, i64, i64) {
     scenario::events(
         &Scenario {
             customers: 300,

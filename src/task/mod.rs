@@ -219,6 +219,7 @@ impl Task {
             self.advance(wall, out);
             return Outcome::Duplicate;
         }
+        self.review_due(&event.customer_id, at, wall, out);
         let late = self.windows.is_late(at);
         self.measures.clear();
         let rules = &self.settings.profile_rules;
@@ -233,7 +234,7 @@ impl Task {
         profile.as_of = profile.as_of.max(at);
         profile.events += 1;
         profile.updated_at = wall;
-        let mut signals: Vec<(SignalKind, Cause, Option<crate::event::TicketId>)> = Vec::new();
+        let mut signals: Vec<PendingSignal> = Vec::new();
         match &event.body {
             EventBody::Purchase(purchase) => {
                 let reactivated = apply_purchase(
@@ -244,7 +245,7 @@ impl Task {
                     &mut self.measures,
                 );
                 if reactivated {
-                    signals.push((SignalKind::CustomerReactivated, Cause::Record, None));
+                    signals.push((SignalKind::CustomerReactivated, Cause::Record, None, at));
                 }
             }
             EventBody::Ticket(ticket) => {
@@ -274,17 +275,20 @@ impl Task {
                     self.timers.cancel(deadline, timer());
                 }
                 let once_per_ticket = || Cause::Key(format!("ticket/{}", ticket.ticket_id));
-                if change.breached {
+                // A breach happens at its deadline, however it is detected.
+                if let Some(deadline) = change.breached_deadline {
                     signals.push((
                         SignalKind::SlaBreached,
                         once_per_ticket(),
                         Some(ticket.ticket_id.clone()),
+                        deadline,
                     ));
                     if segment_before == Segment::Champion {
                         signals.push((
                             SignalKind::VipAtRisk,
                             once_per_ticket(),
                             Some(ticket.ticket_id.clone()),
+                            deadline,
                         ));
                     }
                 }
@@ -293,6 +297,7 @@ impl Task {
                         SignalKind::TicketReopened,
                         Cause::Record,
                         Some(ticket.ticket_id.clone()),
+                        at,
                     ));
                 }
             }
@@ -300,9 +305,9 @@ impl Task {
                 apply_survey(profile, survey.response, at, &mut self.measures);
                 if let crate::event::SurveyResponse::Nps { score } = survey.response {
                     if NpsCategory::of(score) == NpsCategory::Detractor {
-                        signals.push((SignalKind::DetractorResponse, Cause::Record, None));
+                        signals.push((SignalKind::DetractorResponse, Cause::Record, None, at));
                         if segment_before == Segment::Champion {
-                            signals.push((SignalKind::VipAtRisk, Cause::Record, None));
+                            signals.push((SignalKind::VipAtRisk, Cause::Record, None, at));
                         }
                     }
                 }
@@ -314,9 +319,10 @@ impl Task {
             lifecycle_before,
             segment_before,
             || Cause::Record,
+            at,
             &mut signals,
         );
-        push_signals(profile, at, segment_before, signals, out);
+        push_signals(profile, segment_before, signals, out);
         reschedule_review(profile, rules, &mut self.timers);
         for (measure_at, measure) in &self.measures {
             self.windows.record(*measure_at, measure);
@@ -344,7 +350,7 @@ impl Task {
         while let Some((at, timer)) = self.timers.pop_due(watermark, lateness) {
             match timer {
                 Timer::Sla(ticket_id) => self.sla_overdue(&ticket_id, at, out),
-                Timer::Review(customer_id) => self.review(&customer_id, at, wall, out),
+                Timer::Review(customer_id) => self.review(&customer_id, at, wall, true, out),
             }
         }
         let mut finals = Vec::new();
@@ -391,11 +397,15 @@ impl Task {
         }
     }
 
+    /// Re-evaluates a customer at `at`; `emit_profile`: publish the profile if it changed
+    /// (not when an event of the customer follows at once and publishes it anyway: a
+    /// record of the older state after the newer one would win on the compacted topic).
     fn review(
         &mut self,
         customer_id: &CustomerId,
         at: EventTime,
         wall: EventTime,
+        emit_profile: bool,
         out: &mut Vec<Emitted>,
     ) {
         let rules = &self.settings.profile_rules;
@@ -415,20 +425,57 @@ impl Task {
             lifecycle_before,
             segment_before,
             || Cause::Key(key.clone()),
+            at,
             &mut signals,
         );
         self.changed_profiles.insert(customer_id.clone());
         if (profile.lifecycle, profile.segment) != (lifecycle_before, segment_before) {
             profile.updated_at = wall;
+        }
+        if emit_profile
+            && (profile.lifecycle, profile.segment) != (lifecycle_before, segment_before)
+        {
             out.push(Emitted::Profile {
                 profile: Box::new(profile.clone()),
                 cause: key.clone(),
             });
         }
-        push_signals(profile, at, segment_before, signals, out);
+        push_signals(profile, segment_before, signals, out);
         reschedule_review(profile, rules, &mut self.timers);
     }
+
+    /// Fires the customer's reviews due at or before `at`, each at its own instant,
+    /// before an event at `at` is applied: lifecycle and segment changes (and their
+    /// signals and ids) then depend only on the customer's own events, never on how
+    /// far other customers' traffic moved the watermark, so replays repeat them.
+    fn review_due(
+        &mut self,
+        customer_id: &CustomerId,
+        at: EventTime,
+        wall: EventTime,
+        out: &mut Vec<Emitted>,
+    ) {
+        while let Some(due) = self
+            .profiles
+            .get(customer_id)
+            .and_then(|profile| profile.review_at)
+            .filter(|due| *due <= at)
+        {
+            self.timers.cancel(due, Timer::Review(customer_id.clone()));
+            self.review(customer_id, due, wall, false, out);
+            if self.profiles.get(customer_id).and_then(|p| p.review_at) == Some(due) {
+                // Not rescheduled (nothing left to review): never loop on it.
+                if let Some(profile) = self.profiles.get_mut(customer_id) {
+                    profile.review_at = None;
+                }
+                break;
+            }
+        }
+    }
 }
+
+/// A signal before it is attached to its profile: kind, cause, ticket and event time.
+type PendingSignal = (SignalKind, Cause, Option<crate::event::TicketId>, EventTime);
 
 /// Signals of a lifecycle or segment change.
 fn classification_signals(
@@ -436,25 +483,25 @@ fn classification_signals(
     lifecycle_before: Lifecycle,
     segment_before: Segment,
     cause: impl Fn() -> Cause,
-    signals: &mut Vec<(SignalKind, Cause, Option<crate::event::TicketId>)>,
+    at: EventTime,
+    signals: &mut Vec<PendingSignal>,
 ) {
     if profile.lifecycle == Lifecycle::Churned && lifecycle_before != Lifecycle::Churned {
-        signals.push((SignalKind::CustomerChurned, cause(), None));
+        signals.push((SignalKind::CustomerChurned, cause(), None, at));
     }
     if profile.segment != segment_before {
-        signals.push((SignalKind::SegmentChanged, cause(), None));
+        signals.push((SignalKind::SegmentChanged, cause(), None, at));
     }
 }
 
-/// Turns (kind, cause, ticket) triples into signals of `profile` at `at`.
+/// Turns pending signals into signals of `profile`.
 fn push_signals(
     profile: &Profile,
-    at: EventTime,
     segment_before: Segment,
-    signals: Vec<(SignalKind, Cause, Option<crate::event::TicketId>)>,
+    signals: Vec<PendingSignal>,
     out: &mut Vec<Emitted>,
 ) {
-    for (kind, cause, ticket_id) in signals {
+    for (kind, cause, ticket_id, at) in signals {
         out.push(Emitted::Signal(signal(
             profile,
             kind,

@@ -48,8 +48,8 @@ pub struct TicketChange {
     pub sla_deadline_opened: Option<EventTime>,
     /// The SLA deadline whose timer a first reply made unnecessary (cancel it).
     pub sla_deadline_settled: Option<EventTime>,
-    /// The first reply came after the deadline: the breach was counted now.
-    pub breached: bool,
+    /// The first reply came after this SLA deadline: the breach was counted now.
+    pub breached_deadline: Option<EventTime>,
 }
 
 /// Every ticket of one task.
@@ -127,7 +127,7 @@ impl TicketBook {
                     change.first_response_millis = Some(millis);
                     if at > ticket.sla_deadline && !ticket.sla_breached {
                         ticket.sla_breached = true;
-                        change.breached = true;
+                        change.breached_deadline = Some(ticket.sla_deadline);
                         measures.push((ticket.sla_deadline, Measure::SlaBreach));
                     }
                     change.sla_deadline_settled = Some(ticket.sla_deadline);
@@ -277,7 +277,7 @@ mod tests {
         assert_eq!(change.sla_deadline_opened, Some(t(1)));
         let change = apply(&mut book, TicketAction::AgentReplied, t(2), &mut measures);
         assert_eq!(change.first_response_millis, Some(2 * HOUR));
-        assert!(change.breached);
+        assert_eq!(change.breached_deadline, Some(t(1)));
         assert_eq!(change.sla_deadline_settled, Some(t(1)));
         apply(&mut book, TicketAction::AgentReplied, t(3), &mut measures);
         apply(&mut book, TicketAction::Resolved, t(4), &mut measures);

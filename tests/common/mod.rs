@@ -3,6 +3,8 @@
 //! against it, and helpers to produce inputs and read outputs.
 #![allow(dead_code)]
 
+pub mod check;
+pub mod generator;
 pub mod instance;
 pub mod model;
 pub mod scenario;
@@ -109,12 +111,21 @@ pub fn test_config(broker: &Broker, name: &str) -> Config {
         WindowConfig::new("1h", 3600, 900),
         WindowConfig::new("6h", 6 * 3600, 3600),
     ];
-    // Generous: a partition whose fetches stall on a loaded 2-core CI machine must not
-    // count as idle (that would make its events late); flush events close windows instead.
-    config.processing.idle_timeout = Duration::from_secs(20);
+    // No partition goes idle in a test: a stalled fetch on a loaded machine must never
+    // make events late; flush events on every partition close the windows instead.
+    config.processing.idle_timeout = Duration::from_secs(3600);
+    // Short horizons, so that churn, reactivation and segment changes happen in days of data.
+    config.processing.activity_horizon = TEST_ACTIVITY_HORIZON;
+    config.segments.new_period = Duration::from_secs(12 * 3600);
+    config.segments.champion_recency = Duration::from_secs(86_400);
+    config.segments.champion_min_orders = 3;
+    config.segments.champion_min_value = 5_000;
     config.processing.batch_max_wait = Duration::from_millis(20);
     config
 }
+
+/// The activity horizon of [`test_config`].
+pub const TEST_ACTIVITY_HORIZON: Duration = Duration::from_secs(86_400);
 
 /// Starts the pipeline in-process on the current runtime.
 pub async fn start(config: &Config) -> Running {
@@ -139,24 +150,85 @@ pub fn producer(broker: &Broker) -> FutureProducer {
         .expect("producer")
 }
 
-/// Produces typed events, in order, as JSON (or Protobuf) to their input topics.
-pub async fn produce_events(
+/// An input event a test can produce: the engine's own type, or the test generator's.
+pub trait TestInput {
+    /// The record key.
+    fn key(&self) -> &str;
+    /// The input topic.
+    fn topic<'a>(&self, config: &'a Config) -> &'a str;
+    /// The record value in `format`.
+    fn value(&self, format: Format) -> Vec<u8>;
+}
+
+impl TestInput for Event {
+    fn key(&self) -> &str {
+        self.customer_id.as_str()
+    }
+    fn topic<'a>(&self, config: &'a Config) -> &'a str {
+        config.topics.input(self.source())
+    }
+    fn value(&self, format: Format) -> Vec<u8> {
+        wire::encode(self, format)
+    }
+}
+
+impl TestInput for generator::Input {
+    fn key(&self) -> &str {
+        &self.customer
+    }
+    fn topic<'a>(&self, config: &'a Config) -> &'a str {
+        let topics = &config.topics;
+        match generator::Input::topic(self) {
+            generator::Topic::Purchases => &topics.purchases,
+            generator::Topic::Tickets => &topics.tickets,
+            generator::Topic::Surveys => &topics.surveys,
+        }
+    }
+    fn value(&self, format: Format) -> Vec<u8> {
+        match format {
+            Format::Json => self.json.as_bytes().to_vec(),
+            Format::Protobuf => generator::to_protobuf(self),
+        }
+    }
+}
+
+/// Produces one generated input as JSON, to `partition` or by its key.
+pub async fn produce_input(
     producer: &FutureProducer,
     config: &Config,
-    events: &[Event],
+    input: &generator::Input,
+    partition: Option<i32>,
+) {
+    let json: &[(&str, &[u8])] = &[("content-type", b"application/json")];
+    produce_raw(
+        producer,
+        TestInput::topic(input, config),
+        partition,
+        Some(input.customer.as_bytes()),
+        input.json.as_bytes(),
+        json,
+    )
+    .await;
+}
+
+/// Produces events, in order, as JSON (or Protobuf) to their input topics.
+pub async fn produce_events<E: TestInput>(
+    producer: &FutureProducer,
+    config: &Config,
+    events: &[E],
     format: Format,
 ) {
     for chunk in events.chunks(1000) {
         let mut deliveries = Vec::new();
         for event in chunk {
-            let value = wire::encode(event, format);
-            let topic = config.topics.input(event.source());
+            let value = event.value(format);
+            let topic = event.topic(config);
             let headers = OwnedHeaders::new().insert(Header {
                 key: "content-type",
                 value: Some(format.content_type()),
             });
             let record = FutureRecord::to(topic)
-                .key(event.customer_id.as_str())
+                .key(event.key())
                 .payload(&value)
                 .headers(headers);
             deliveries.push(

@@ -1,67 +1,27 @@
-//! A brute-force model of SPEC section 4, written straight from the
-//! definitions and sharing no code with the engine: for every window boundary
-//! it scans the whole event list.
+//! An independent model of every cxpulse output, written from the SPEC's
+//! definitions (and `docs/contract.md` where the SPEC leaves an order question
+//! open) over the test generator's own events; it shares no code with the
+//! engine. For one customer it replays the events in the order the engine
+//! applied them and gives every state the profile goes through, with the
+//! signals each change causes; for one task it computes every window by
+//! scanning every fact.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use cxpulse::event::{Event, EventBody, PurchaseAction, SurveyResponse, TicketAction};
-use serde_json::Value;
+use super::generator::{Body, Input, Topic};
 
-/// Additive content of one window, as the model and as summed outputs.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Counts {
-    pub nps_promoters: u64,
-    pub nps_passives: u64,
-    pub nps_detractors: u64,
-    pub csat_responses: u64,
-    pub csat_satisfied: u64,
-    pub ces_responses: u64,
-    pub ces_score_sum: u64,
-    pub opened: u64,
-    pub first_responses: u64,
-    pub first_response_millis_sum: i64,
-    /// Cumulative, by bound label.
-    pub first_response_buckets: BTreeMap<String, u64>,
-    pub resolved: u64,
-    pub resolution_millis_sum: i64,
-    pub first_contact_resolutions: u64,
-    pub reopened: u64,
-    pub sla_breaches: u64,
-    pub placed: u64,
-    pub revenue_minor: BTreeMap<String, i64>,
-    pub returned: u64,
-    pub returned_minor: BTreeMap<String, i64>,
-    pub fulfilled: u64,
-    pub complete_first_shipment: u64,
-    pub new_customers: u64,
-    pub repeat_purchases: u64,
-    pub repeat_gap_millis_sum: i64,
-    /// A(e − size) and A(e).
-    pub customers_at_start: u64,
-    pub customers_at_end: u64,
-}
-
-impl Rules {
-    /// The window rules of a cxpulse config, in ms.
-    pub fn from_config(config: &cxpulse::config::Config) -> Rules {
-        let millis = cxpulse::window::millis;
-        Rules {
-            specs: config
-                .windows
-                .iter()
-                .map(|w| Spec {
-                    name: w.name.clone(),
-                    size: millis(w.size),
-                    step: millis(w.step),
-                })
-                .collect(),
-            sla: cxpulse::event::Channel::ALL
-                .iter()
-                .map(|channel| (channel.name(), millis(config.sla.threshold(*channel))))
-                .collect(),
-            horizon: millis(config.processing.activity_horizon),
-        }
-    }
+/// The rules of a config, in ms, read from its plain values.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub windows: Vec<Spec>,
+    pub lateness: i64,
+    pub horizon: i64,
+    pub new_period: i64,
+    pub champion_recency: i64,
+    pub champion_min_orders: u64,
+    pub champion_min_value: i64,
+    /// SLA threshold per channel name.
+    pub sla: BTreeMap<&'static str, i64>,
 }
 
 /// Window spec: name, size and step in ms.
@@ -72,30 +32,365 @@ pub struct Spec {
     pub step: i64,
 }
 
-/// Rules the model needs.
-#[derive(Debug, Clone)]
-pub struct Rules {
-    pub specs: Vec<Spec>,
-    /// SLA threshold per channel name, ms.
-    pub sla: HashMap<&'static str, i64>,
-    /// Activity horizon, ms.
-    pub horizon: i64,
+fn ms(duration: std::time::Duration) -> i64 {
+    duration.as_millis() as i64
 }
 
-const BOUNDS: [(i64, &str); 8] = [
-    (60, "60"),
-    (300, "300"),
-    (900, "900"),
-    (1800, "1800"),
-    (3600, "3600"),
-    (14_400, "14400"),
-    (86_400, "86400"),
-    (i64::MAX, "+Inf"),
-];
+impl Rules {
+    pub fn from_config(config: &cxpulse::config::Config) -> Rules {
+        let sla = &config.sla;
+        Rules {
+            windows: config
+                .windows
+                .iter()
+                .map(|w| Spec {
+                    name: w.name.to_string(),
+                    size: ms(w.size),
+                    step: ms(w.step),
+                })
+                .collect(),
+            lateness: ms(config.processing.allowed_lateness),
+            horizon: ms(config.processing.activity_horizon),
+            new_period: ms(config.segments.new_period),
+            champion_recency: ms(config.segments.champion_recency),
+            champion_min_orders: config.segments.champion_min_orders,
+            champion_min_value: config.segments.champion_min_value,
+            sla: BTreeMap::from([
+                ("email", ms(sla.email)),
+                ("chat", ms(sla.chat)),
+                ("phone", ms(sla.phone)),
+                ("social", ms(sla.social)),
+                ("web", ms(sla.web)),
+            ]),
+        }
+    }
+}
 
-/// A fact at a time that some window may contain.
+// ---------------------------------------------------------------- profiles
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Lifecycle {
+    #[default]
+    Prospect,
+    New,
+    Active,
+    Churned,
+    Reactivated,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Segment {
+    Champion,
+    AtRisk,
+    Lost,
+    #[default]
+    Regular,
+}
+
+impl Lifecycle {
+    pub fn name(self) -> &'static str {
+        match self {
+            Lifecycle::Prospect => "prospect",
+            Lifecycle::New => "new",
+            Lifecycle::Active => "active",
+            Lifecycle::Churned => "churned",
+            Lifecycle::Reactivated => "reactivated",
+        }
+    }
+}
+
+impl Segment {
+    pub fn name(self) -> &'static str {
+        match self {
+            Segment::Champion => "champion",
+            Segment::AtRisk => "at_risk",
+            Segment::Lost => "lost",
+            Segment::Regular => "regular",
+        }
+    }
+}
+
+/// NPS category by the SPEC: promoter 9-10, passive 7-8, detractor 0-6.
+pub fn nps_category(score: u8) -> &'static str {
+    if score >= 9 {
+        "promoter"
+    } else if score >= 7 {
+        "passive"
+    } else {
+        "detractor"
+    }
+}
+
+/// A ticket as the model follows it.
 #[derive(Debug, Clone)]
-enum Fact {
+struct Ticket {
+    opened_at: i64,
+    deadline: i64,
+    agent_replies: u32,
+    first_reply: Option<i64>,
+    reopened: bool,
+    open: bool,
+}
+
+/// Everything the model knows of one customer after some of their events.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub events: u64,
+    pub orders: u64,
+    pub revenue: BTreeMap<String, i64>,
+    pub returned: BTreeMap<String, i64>,
+    pub first_purchase: Option<i64>,
+    pub last_purchase: Option<i64>,
+    pub reactivated_at: Option<i64>,
+    pub open_tickets: u64,
+    pub tickets_opened: u64,
+    pub tickets_resolved: u64,
+    pub first_responses: u64,
+    pub first_response_sum: i64,
+    /// (time, score), the latest by event time; a tie goes to the later applied.
+    pub last_nps: Option<(i64, u8)>,
+    pub last_csat: Option<(i64, u8, u8)>,
+    pub last_ces: Option<(i64, u8, u8)>,
+    /// The instant lifecycle and segment describe.
+    pub as_of: i64,
+    pub lifecycle: Lifecycle,
+    pub segment: Segment,
+}
+
+impl State {
+    pub fn net(&self) -> BTreeMap<String, i64> {
+        let mut net = self.revenue.clone();
+        for (currency, amount) in &self.returned {
+            *net.entry(currency.clone()).or_default() -= amount;
+        }
+        net
+    }
+
+    /// Lifecycle and segment at `now` (SPEC section 3).
+    fn classify(&self, now: i64, rules: &Rules) -> (Lifecycle, Segment) {
+        let (Some(first), Some(last)) = (self.first_purchase, self.last_purchase) else {
+            return (Lifecycle::Prospect, Segment::Regular);
+        };
+        let lifecycle = if now - last >= rules.horizon {
+            Lifecycle::Churned
+        } else if self
+            .reactivated_at
+            .is_some_and(|back| now - back < rules.new_period)
+        {
+            Lifecycle::Reactivated
+        } else if now - first < rules.new_period {
+            Lifecycle::New
+        } else {
+            Lifecycle::Active
+        };
+        let detractor = self
+            .last_nps
+            .is_some_and(|(_, score)| nps_category(score) == "detractor");
+        let segment = if lifecycle == Lifecycle::Churned {
+            Segment::Lost
+        } else if detractor || 2 * (now - last) > rules.horizon {
+            Segment::AtRisk
+        } else if now - last < rules.champion_recency
+            && self.orders >= rules.champion_min_orders
+            && self
+                .net()
+                .values()
+                .any(|net| *net >= rules.champion_min_value)
+        {
+            Segment::Champion
+        } else {
+            Segment::Regular
+        };
+        (lifecycle, segment)
+    }
+
+    /// Instants after which the classification may differ with no new event.
+    fn transitions(&self, rules: &Rules) -> BTreeSet<i64> {
+        let (Some(first), Some(last)) = (self.first_purchase, self.last_purchase) else {
+            return BTreeSet::new();
+        };
+        let mut instants = BTreeSet::from([
+            first + rules.new_period,
+            last + rules.champion_recency,
+            last + rules.horizon / 2 + 1,
+            last + rules.horizon,
+        ]);
+        instants.extend(self.reactivated_at.map(|back| back + rules.new_period));
+        instants
+    }
+
+    /// The published form.
+    pub fn view(&self, customer: &str) -> ProfileView {
+        ProfileView {
+            customer_id: customer.to_string(),
+            first_seen: self.first_seen,
+            last_seen: self.last_seen,
+            events: self.events,
+            orders_placed: self.orders,
+            revenue_minor: self.revenue.clone(),
+            returned_minor: self.returned.clone(),
+            net_value_minor: self.net(),
+            first_purchase_at: self.first_purchase,
+            last_purchase_at: self.last_purchase,
+            mean_days_between_purchases: Approx(match (self.first_purchase, self.last_purchase) {
+                (Some(first), Some(last)) if self.orders > 1 => {
+                    Some((last - first) as f64 / (self.orders - 1) as f64 / 86_400_000.0)
+                }
+                _ => None,
+            }),
+            open_tickets: self.open_tickets,
+            tickets_opened: self.tickets_opened,
+            tickets_resolved: self.tickets_resolved,
+            mean_first_response_seconds: Approx((self.first_responses > 0).then(|| {
+                (self.first_response_sum as f64 / self.first_responses as f64).round() / 1000.0
+            })),
+            last_nps_score: self.last_nps.map(|(_, score)| i64::from(score)),
+            last_nps_category: self
+                .last_nps
+                .map(|(_, score)| nps_category(score).to_string()),
+            last_nps_at: self.last_nps.map(|(at, _)| at),
+            last_csat_score: self.last_csat.map(|(_, score, _)| i64::from(score)),
+            last_csat_scale_max: self.last_csat.map(|(_, _, scale)| i64::from(scale)),
+            last_ces_score: self.last_ces.map(|(_, score, _)| i64::from(score)),
+            last_ces_scale_max: self.last_ces.map(|(_, _, scale)| i64::from(scale)),
+            segment: self.segment.name().to_string(),
+            lifecycle: self.lifecycle.name().to_string(),
+        }
+    }
+
+    /// The profile context of an enriched event.
+    pub fn context(&self) -> Context {
+        Context {
+            segment: self.segment.name().to_string(),
+            lifecycle: self.lifecycle.name().to_string(),
+            net_value_minor: self.net(),
+            last_nps_category: self
+                .last_nps
+                .map(|(_, score)| nps_category(score).to_string()),
+            open_tickets: self.open_tickets,
+        }
+    }
+}
+
+/// A float compared within a few ulps (null equals only null).
+#[derive(Debug, Clone, Copy)]
+pub struct Approx(pub Option<f64>);
+
+impl PartialEq for Approx {
+    fn eq(&self, other: &Approx) -> bool {
+        match (self.0, other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => close(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// Equal within 4 ulps of the larger magnitude.
+pub fn close(a: f64, b: f64) -> bool {
+    let scale = a.abs().max(b.abs());
+    (a - b).abs() <= 4.0 * f64::EPSILON * scale
+}
+
+/// A published profile, read into the test's own type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileView {
+    pub customer_id: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub events: u64,
+    pub orders_placed: u64,
+    pub revenue_minor: BTreeMap<String, i64>,
+    pub returned_minor: BTreeMap<String, i64>,
+    pub net_value_minor: BTreeMap<String, i64>,
+    pub first_purchase_at: Option<i64>,
+    pub last_purchase_at: Option<i64>,
+    pub mean_days_between_purchases: Approx,
+    pub open_tickets: u64,
+    pub tickets_opened: u64,
+    pub tickets_resolved: u64,
+    pub mean_first_response_seconds: Approx,
+    pub last_nps_score: Option<i64>,
+    pub last_nps_category: Option<String>,
+    pub last_nps_at: Option<i64>,
+    pub last_csat_score: Option<i64>,
+    pub last_csat_scale_max: Option<i64>,
+    pub last_ces_score: Option<i64>,
+    pub last_ces_scale_max: Option<i64>,
+    pub segment: String,
+    pub lifecycle: String,
+}
+
+/// The profile context of an enriched event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Context {
+    pub segment: String,
+    pub lifecycle: String,
+    pub net_value_minor: BTreeMap<String, i64>,
+    pub last_nps_category: Option<String>,
+    pub open_tickets: u64,
+}
+
+/// A signal the model expects (or reads back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignalView {
+    pub id: String,
+    pub kind: String,
+    pub customer: String,
+    pub at: i64,
+    pub ticket: Option<String>,
+    pub segment: String,
+    pub previous_segment: Option<String>,
+    pub lifecycle: String,
+}
+
+/// Where an input record was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Position {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Position {
+    fn id(&self, kind: &str) -> String {
+        format!("{}/{}/{}/{kind}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// What made the profile change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepCause {
+    /// The event at this index of the applied order.
+    Event(usize),
+    /// A review at this instant (time passing).
+    Review(i64),
+}
+
+/// One state of a customer's profile and what reaching it emitted.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub cause: StepCause,
+    pub state: State,
+    /// Whether a profile record is due (always for an event; for a review, on a change).
+    pub emits_profile: bool,
+    pub signals: Vec<SignalView>,
+}
+
+/// An SLA breach: its signal's profile fields may be those of any state in
+/// `steps` (it is seen either by the task's timer or by a late first reply).
+#[derive(Debug, Clone)]
+pub struct Breach {
+    pub ticket: String,
+    pub deadline: i64,
+    pub steps: std::ops::RangeInclusive<usize>,
+}
+
+/// A fact some windows count, at an event time.
+#[derive(Debug, Clone)]
+pub enum Fact {
     Nps(u8),
     Csat {
         score: u8,
@@ -125,578 +420,570 @@ enum Fact {
     },
 }
 
-/// Derives every fact from the de-duplicated event list, by definition.
-fn facts(events: &[Event], rules: &Rules) -> Vec<(i64, Fact)> {
+/// A customer's history as the model replays it.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    pub steps: Vec<Step>,
+    pub breaches: Vec<Breach>,
+    /// Window facts of the events that were not late, by time.
+    pub facts: Vec<(i64, Fact)>,
+    /// Placed times (for `A(t)`).
+    pub placed: Vec<i64>,
+}
+
+/// Replays one customer's events in the order the engine applied them
+/// (`order`, redeliveries included); reviews up to the next event's time happen
+/// before it, and those before `review_until` after the last one. Late inputs
+/// come after the task's timers fired up to `late_review_until` (its watermark
+/// then, less the lateness).
+pub fn replay(
+    customer: &str,
+    order: &[(&Input, Position)],
+    rules: &Rules,
+    review_until: i64,
+    late_review_until: i64,
+) -> Replay {
+    let mut replay = Replay::default();
+    let mut state: Option<State> = None;
     let mut seen = HashSet::new();
-    let unique: Vec<&Event> = events
-        .iter()
-        .filter(|e| seen.insert((e.customer_id.clone(), e.event_id.clone())))
-        .collect();
-    let mut facts = Vec::new();
-    // Tickets: group their events, in event-time order.
-    let mut tickets: BTreeMap<String, Vec<(i64, TicketAction)>> = BTreeMap::new();
-    // Purchases: every placed time per customer.
-    let mut placed_by_customer: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for event in &unique {
-        let at = event.occurred_at.millis();
-        match &event.body {
-            EventBody::Survey(survey) => facts.push((
+    let mut tickets: HashMap<String, Ticket> = HashMap::new();
+    let signal =
+        |state: &State, before: Segment, kind: &str, id: String, at: i64, ticket: Option<&str>| {
+            SignalView {
+                id,
+                kind: kind.to_string(),
+                customer: customer.to_string(),
                 at,
-                match survey.response {
-                    SurveyResponse::Nps { score } => Fact::Nps(score),
-                    SurveyResponse::Csat { score, scale_max } => Fact::Csat {
-                        score,
-                        scale: scale_max,
-                    },
-                    SurveyResponse::Ces { score, .. } => Fact::Ces(score),
-                },
-            )),
-            EventBody::Ticket(ticket) => tickets
-                .entry(ticket.ticket_id.to_string())
-                .or_default()
-                .push((at, ticket.action)),
-            EventBody::Purchase(purchase) => match purchase.action {
-                PurchaseAction::Placed { .. } => placed_by_customer
-                    .entry(event.customer_id.to_string())
-                    .or_default()
-                    .push(at),
-                PurchaseAction::Returned { amount } => facts.push((
-                    at,
-                    Fact::Returned {
-                        currency: amount.currency.to_string(),
-                        amount: amount.amount.0,
-                    },
-                )),
-                PurchaseAction::Fulfilled {
-                    complete_first_shipment,
-                } => facts.push((
-                    at,
-                    Fact::Fulfilled {
-                        complete: complete_first_shipment,
-                    },
-                )),
-            },
+                ticket: ticket.map(str::to_string),
+                segment: state.segment.name().to_string(),
+                previous_segment: (state.segment != before).then(|| before.name().to_string()),
+                lifecycle: state.lifecycle.name().to_string(),
+            }
+        };
+    let review = |state: &mut State, until: i64, inclusive: bool, steps: &mut Vec<Step>| {
+        for instant in state.transitions(rules) {
+            let due = if inclusive {
+                instant <= until
+            } else {
+                instant < until
+            };
+            if instant <= state.as_of || !due {
+                continue;
+            }
+            let before = (state.lifecycle, state.segment);
+            state.as_of = instant;
+            (state.lifecycle, state.segment) = state.classify(instant, rules);
+            if (state.lifecycle, state.segment) == before {
+                continue;
+            }
+            let key = format!("review/{instant}");
+            let mut signals = Vec::new();
+            if state.lifecycle == Lifecycle::Churned && before.0 != Lifecycle::Churned {
+                signals.push(signal(
+                    state,
+                    before.1,
+                    "customer_churned",
+                    format!("{customer}/customer_churned/{key}"),
+                    instant,
+                    None,
+                ));
+            }
+            if state.segment != before.1 {
+                signals.push(signal(
+                    state,
+                    before.1,
+                    "segment_changed",
+                    format!("{customer}/segment_changed/{key}"),
+                    instant,
+                    None,
+                ));
+            }
+            steps.push(Step {
+                cause: StepCause::Review(instant),
+                state: state.clone(),
+                emits_profile: true,
+                signals,
+            });
         }
-    }
-    for event in &unique {
-        if let EventBody::Purchase(purchase) = &event.body {
-            if let PurchaseAction::Placed { amount } = purchase.action {
-                let at = event.occurred_at.millis();
-                let mut times = placed_by_customer[event.customer_id.as_str()].clone();
-                times.sort();
-                let first = times[0] == at;
-                let previous = times.iter().filter(|t| **t < at).max().copied();
+    };
+    let mut breaches_pending: Vec<(String, i64)> = Vec::new();
+    for (index, (input, position)) in order.iter().enumerate() {
+        if !seen.insert(input.event_id.clone()) {
+            continue;
+        }
+        let at = input.at;
+        if let Some(state) = state.as_mut() {
+            if input.late {
+                review(state, late_review_until, false, &mut replay.steps);
+            }
+            review(state, at, true, &mut replay.steps);
+        }
+        let state = state.get_or_insert_with(|| State {
+            first_seen: at,
+            last_seen: at,
+            as_of: at,
+            ..State::default()
+        });
+        let before = (state.lifecycle, state.segment);
+        state.first_seen = state.first_seen.min(at);
+        state.last_seen = state.last_seen.max(at);
+        state.as_of = state.as_of.max(at);
+        state.events += 1;
+        let mut facts: Vec<(i64, Fact)> = Vec::new();
+        // (kind, id, time, ticket) of this event's signals.
+        let mut signals: Vec<(&str, String, i64, Option<String>)> = Vec::new();
+        match &input.body {
+            Body::Placed {
+                amount, currency, ..
+            } => {
+                let previous = state.last_purchase;
+                if previous.is_some_and(|last| at - last >= rules.horizon) {
+                    state.reactivated_at = Some(at);
+                    signals.push((
+                        "customer_reactivated",
+                        position.id("customer_reactivated"),
+                        at,
+                        None,
+                    ));
+                }
                 facts.push((
                     at,
                     Fact::Placed {
-                        currency: amount.currency.to_string(),
-                        amount: amount.amount.0,
-                        first,
-                        gap: previous.map(|p| at - p),
+                        currency: currency.to_string(),
+                        amount: *amount,
+                        first: state.orders == 0,
+                        gap: previous.map(|last| at - last),
+                    },
+                ));
+                state.orders += 1;
+                *state.revenue.entry(currency.to_string()).or_default() += amount;
+                state.first_purchase = Some(state.first_purchase.map_or(at, |first| first.min(at)));
+                state.last_purchase = Some(previous.map_or(at, |last| last.max(at)));
+                replay.placed.push(at);
+            }
+            Body::Fulfilled { complete, .. } => facts.push((
+                at,
+                Fact::Fulfilled {
+                    complete: *complete,
+                },
+            )),
+            Body::Returned {
+                amount, currency, ..
+            } => {
+                *state.returned.entry(currency.to_string()).or_default() += amount;
+                facts.push((
+                    at,
+                    Fact::Returned {
+                        currency: currency.to_string(),
+                        amount: *amount,
                     },
                 ));
             }
+            Body::Opened { ticket, channel } => {
+                let deadline = at + rules.sla[channel];
+                let was_open = tickets
+                    .insert(
+                        ticket.clone(),
+                        Ticket {
+                            opened_at: at,
+                            deadline,
+                            agent_replies: 0,
+                            first_reply: None,
+                            reopened: false,
+                            open: true,
+                        },
+                    )
+                    .is_some_and(|previous| previous.open);
+                state.tickets_opened += 1;
+                state.open_tickets += u64::from(!was_open);
+                facts.push((at, Fact::Opened));
+                breaches_pending.push((ticket.clone(), deadline));
+            }
+            Body::AgentReplied { ticket } => {
+                if let Some(known) = tickets.get_mut(ticket) {
+                    known.agent_replies += 1;
+                    if known.first_reply.is_none() {
+                        known.first_reply = Some(at);
+                        state.first_responses += 1;
+                        state.first_response_sum += at - known.opened_at;
+                        facts.push((at, Fact::FirstResponse(at - known.opened_at)));
+                    }
+                }
+            }
+            Body::CustomerReplied { .. } => {}
+            Body::Resolved { ticket } => {
+                if let Some(known) = tickets.get_mut(ticket) {
+                    state.tickets_resolved += 1;
+                    facts.push((
+                        at,
+                        Fact::Resolved {
+                            millis: at - known.opened_at,
+                            first_contact: known.agent_replies == 1 && !known.reopened,
+                        },
+                    ));
+                    if known.open {
+                        known.open = false;
+                        state.open_tickets -= 1;
+                    }
+                }
+            }
+            Body::Reopened { ticket } => {
+                if let Some(known) = tickets.get_mut(ticket) {
+                    known.reopened = true;
+                    facts.push((at, Fact::Reopened));
+                    if !known.open {
+                        known.open = true;
+                        state.open_tickets += 1;
+                    }
+                }
+                signals.push((
+                    "ticket_reopened",
+                    position.id("ticket_reopened"),
+                    at,
+                    Some(ticket.clone()),
+                ));
+            }
+            Body::Nps { score } => {
+                if state.last_nps.is_none_or(|(last, _)| last <= at) {
+                    state.last_nps = Some((at, *score));
+                }
+                facts.push((at, Fact::Nps(*score)));
+                if nps_category(*score) == "detractor" {
+                    signals.push((
+                        "detractor_response",
+                        position.id("detractor_response"),
+                        at,
+                        None,
+                    ));
+                    if before.1 == Segment::Champion {
+                        signals.push(("vip_at_risk", position.id("vip_at_risk"), at, None));
+                    }
+                }
+            }
+            Body::Csat { score, scale } => {
+                if state.last_csat.is_none_or(|(last, ..)| last <= at) {
+                    state.last_csat = Some((at, *score, *scale));
+                }
+                facts.push((
+                    at,
+                    Fact::Csat {
+                        score: *score,
+                        scale: *scale,
+                    },
+                ));
+            }
+            Body::Ces { score, scale } => {
+                if state.last_ces.is_none_or(|(last, ..)| last <= at) {
+                    state.last_ces = Some((at, *score, *scale));
+                }
+                facts.push((at, Fact::Ces(*score)));
+            }
+        }
+        (state.lifecycle, state.segment) = state.classify(state.as_of, rules);
+        if state.lifecycle == Lifecycle::Churned && before.0 != Lifecycle::Churned {
+            signals.push((
+                "customer_churned",
+                position.id("customer_churned"),
+                at,
+                None,
+            ));
+        }
+        if state.segment != before.1 {
+            signals.push(("segment_changed", position.id("segment_changed"), at, None));
+        }
+        let signals = signals
+            .into_iter()
+            .map(|(kind, id, at, ticket)| signal(state, before.1, kind, id, at, ticket.as_deref()))
+            .collect();
+        replay.steps.push(Step {
+            cause: StepCause::Event(index),
+            state: state.clone(),
+            emits_profile: true,
+            signals,
+        });
+        if !input.late {
+            replay.facts.extend(facts);
         }
     }
-    for history in tickets.values_mut() {
-        history.sort_by_key(|(at, _)| *at);
-        let Some(&(opened_at, TicketAction::Opened { channel, .. })) = history.first() else {
-            continue;
+    if let Some(state) = state.as_mut() {
+        review(state, review_until, false, &mut replay.steps);
+    }
+    // SLA breaches: a first reply after the deadline, or none while the deadline passed.
+    for (ticket, deadline) in breaches_pending {
+        let reply_step = replay.steps.iter().position(|step| match step.cause {
+            StepCause::Event(index) => {
+                let input = order[index].0;
+                matches!(&input.body, Body::AgentReplied { ticket: t } if *t == ticket)
+            }
+            StepCause::Review(_) => false,
+        });
+        let reply_at = reply_step.and_then(|step| match replay.steps[step].cause {
+            StepCause::Event(index) => Some(order[index].0.at),
+            StepCause::Review(_) => None,
+        });
+        let breached = match reply_at {
+            Some(reply) => reply > deadline,
+            None => deadline < review_until,
         };
-        facts.push((opened_at, Fact::Opened));
-        let deadline = opened_at + rules.sla[channel.name()];
-        let first_reply = history
+        if !breached {
+            continue;
+        }
+        replay.facts.push((deadline, Fact::SlaBreach));
+        // Seen once every event up to the deadline and every earlier review was applied.
+        let first = replay
+            .steps
             .iter()
-            .find(|(_, a)| *a == TicketAction::AgentReplied)
-            .map(|(t, _)| *t);
-        if let Some(reply) = first_reply {
-            facts.push((reply, Fact::FirstResponse(reply - opened_at)));
+            .rposition(|step| match step.cause {
+                StepCause::Event(index) => !order[index].0.late && order[index].0.at <= deadline,
+                StepCause::Review(instant) => instant < deadline,
+            })
+            .unwrap_or(0);
+        let steps = match reply_step {
+            // The reply came before some event up to the deadline: the timer cannot have
+            // fired yet, so the reply saw the breach.
+            Some(reply) if reply < first => reply..=reply,
+            Some(reply) => first..=reply,
+            None => first..=replay.steps.len() - 1,
+        };
+        replay.breaches.push(Breach {
+            ticket,
+            deadline,
+            steps,
+        });
+    }
+    replay
+}
+
+// ---------------------------------------------------------------- windows
+
+/// First-response bucket bounds, seconds, and their labels.
+pub const BOUNDS: [(i64, &str); 8] = [
+    (60, "60"),
+    (300, "300"),
+    (900, "900"),
+    (1800, "1800"),
+    (3600, "3600"),
+    (14_400, "14400"),
+    (86_400, "86400"),
+    (i64::MAX, "+Inf"),
+];
+
+/// Additive content of one window.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Counts {
+    pub nps_promoters: u64,
+    pub nps_passives: u64,
+    pub nps_detractors: u64,
+    pub csat_responses: u64,
+    pub csat_satisfied: u64,
+    pub ces_responses: u64,
+    pub ces_score_sum: u64,
+    pub opened: u64,
+    pub first_responses: u64,
+    pub first_response_millis_sum: i64,
+    /// Cumulative, by bound label.
+    pub first_response_buckets: BTreeMap<String, u64>,
+    pub resolved: u64,
+    pub resolution_millis_sum: i64,
+    pub first_contact_resolutions: u64,
+    pub reopened: u64,
+    pub sla_breaches: u64,
+    pub placed: u64,
+    pub revenue_minor: BTreeMap<String, i64>,
+    pub returned: u64,
+    pub returned_minor: BTreeMap<String, i64>,
+    pub fulfilled: u64,
+    pub complete_first_shipment: u64,
+    pub new_customers: u64,
+    pub repeat_purchases: u64,
+    pub repeat_gap_millis_sum: i64,
+    pub customers_at_start: u64,
+    pub customers_at_end: u64,
+}
+
+/// The ratios of one window (SPEC section 4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ratios {
+    pub nps_score: Approx,
+    pub csat_percent: Approx,
+    pub ces_mean: Approx,
+    pub mean_first_response_seconds: Approx,
+    pub mean_resolution_seconds: Approx,
+    pub resolution_rate: Approx,
+    pub first_contact_resolution_rate: Approx,
+    pub return_rate: Approx,
+    pub fill_rate: Approx,
+    pub mean_days_between_purchases: Approx,
+    pub retention_rate: Approx,
+}
+
+/// A window as the model computes it or as read back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    pub counts: Counts,
+    pub ratios: Ratios,
+}
+
+fn per(numerator: f64, denominator: u64) -> Approx {
+    Approx((denominator > 0).then(|| numerator / denominator as f64))
+}
+
+fn mean_millis_as_seconds(sum: i64, count: u64) -> Approx {
+    Approx((count > 0).then(|| (sum as f64 / count as f64).round() / 1000.0))
+}
+
+impl Counts {
+    /// The SPEC's ratios of these counts.
+    pub fn ratios(&self) -> Ratios {
+        let responses = self.nps_promoters + self.nps_passives + self.nps_detractors;
+        Ratios {
+            nps_score: per(
+                (self.nps_promoters as f64 - self.nps_detractors as f64) * 100.0,
+                responses,
+            ),
+            csat_percent: per(self.csat_satisfied as f64 * 100.0, self.csat_responses),
+            ces_mean: per(self.ces_score_sum as f64, self.ces_responses),
+            mean_first_response_seconds: mean_millis_as_seconds(
+                self.first_response_millis_sum,
+                self.first_responses,
+            ),
+            mean_resolution_seconds: mean_millis_as_seconds(
+                self.resolution_millis_sum,
+                self.resolved,
+            ),
+            resolution_rate: per(self.resolved as f64, self.opened),
+            first_contact_resolution_rate: per(
+                self.first_contact_resolutions as f64,
+                self.resolved,
+            ),
+            return_rate: per(self.returned as f64, self.placed),
+            fill_rate: per(self.complete_first_shipment as f64, self.fulfilled),
+            mean_days_between_purchases: Approx((self.repeat_purchases > 0).then(|| {
+                self.repeat_gap_millis_sum as f64 / 1000.0 / 86_400.0 / self.repeat_purchases as f64
+            })),
+            retention_rate: per(
+                (self.customers_at_end as f64 - self.new_customers as f64) * 100.0,
+                self.customers_at_start,
+            ),
         }
-        if first_reply.is_none_or(|reply| reply > deadline) {
-            facts.push((deadline, Fact::SlaBreach));
-        }
-        let mut replies = 0;
-        let mut reopened = false;
-        for (at, action) in history.iter().skip(1) {
-            match action {
-                TicketAction::AgentReplied => replies += 1,
-                TicketAction::Reopened => {
-                    reopened = true;
-                    facts.push((*at, Fact::Reopened));
+    }
+
+    fn add(&mut self, fact: &Fact) {
+        match fact {
+            Fact::Nps(score) => match nps_category(*score) {
+                "promoter" => self.nps_promoters += 1,
+                "passive" => self.nps_passives += 1,
+                _ => self.nps_detractors += 1,
+            },
+            Fact::Csat { score, scale } => {
+                self.csat_responses += 1;
+                // score >= 0.8 × scale_max, exactly: 5 × score >= 4 × scale_max.
+                if 5 * u32::from(*score) >= 4 * u32::from(*scale) {
+                    self.csat_satisfied += 1;
                 }
-                TicketAction::Resolved => facts.push((
-                    *at,
-                    Fact::Resolved {
-                        millis: at - opened_at,
-                        first_contact: replies == 1 && !reopened,
-                    },
-                )),
-                _ => {}
+            }
+            Fact::Ces(score) => {
+                self.ces_responses += 1;
+                self.ces_score_sum += u64::from(*score);
+            }
+            Fact::Opened => self.opened += 1,
+            Fact::FirstResponse(millis) => {
+                self.first_responses += 1;
+                self.first_response_millis_sum += millis;
+                for (bound, label) in BOUNDS {
+                    if bound == i64::MAX || *millis <= bound * 1000 {
+                        *self
+                            .first_response_buckets
+                            .entry(label.to_string())
+                            .or_default() += 1;
+                    }
+                }
+            }
+            Fact::Resolved {
+                millis,
+                first_contact,
+            } => {
+                self.resolved += 1;
+                self.resolution_millis_sum += millis;
+                self.first_contact_resolutions += u64::from(*first_contact);
+            }
+            Fact::Reopened => self.reopened += 1,
+            Fact::SlaBreach => self.sla_breaches += 1,
+            Fact::Placed {
+                currency,
+                amount,
+                first,
+                gap,
+            } => {
+                self.placed += 1;
+                *self.revenue_minor.entry(currency.clone()).or_default() += amount;
+                self.new_customers += u64::from(*first);
+                if let Some(gap) = gap {
+                    self.repeat_purchases += 1;
+                    self.repeat_gap_millis_sum += gap;
+                }
+            }
+            Fact::Returned { currency, amount } => {
+                self.returned += 1;
+                *self.returned_minor.entry(currency.clone()).or_default() += amount;
+            }
+            Fact::Fulfilled { complete } => {
+                self.fulfilled += 1;
+                self.complete_first_shipment += u64::from(*complete);
             }
         }
     }
-    facts
 }
 
-/// Every window (by name and end) whose end lies in `[first_end, last_end]`, empty or not.
-pub fn windows(
-    events: &[Event],
+/// Every window one task emits by the time its watermark is `watermark`: for each
+/// spec, from the first window containing a fact to the last one whose end plus the
+/// lateness the watermark reached, empty ones included. `customers` are the task's
+/// replays; every window is computed by scanning every fact.
+pub fn task_windows(
+    customers: &[&Replay],
     rules: &Rules,
-    first_end: i64,
-    last_end: i64,
-) -> BTreeMap<(String, i64), Counts> {
-    let facts = facts(events, rules);
-    let placed: Vec<(String, i64)> = {
-        let mut seen = HashSet::new();
-        events
-            .iter()
-            .filter(|e| seen.insert((e.customer_id.clone(), e.event_id.clone())))
-            .filter_map(|e| match &e.body {
-                EventBody::Purchase(p) if matches!(p.action, PurchaseAction::Placed { .. }) => {
-                    Some((e.customer_id.to_string(), e.occurred_at.millis()))
-                }
-                _ => None,
-            })
-            .collect()
-    };
-    // A(t): customers with at least one placed in [t − horizon, t).
-    let mut placed_by_customer: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-    for (customer, at) in &placed {
-        placed_by_customer
-            .entry(customer.as_str())
-            .or_default()
-            .push(*at);
-    }
-    for times in placed_by_customer.values_mut() {
-        times.sort();
-    }
+    watermark: i64,
+) -> BTreeMap<(String, i64), Window> {
+    let facts: Vec<&(i64, Fact)> = customers.iter().flat_map(|replay| &replay.facts).collect();
+    let placed: Vec<&Vec<i64>> = customers.iter().map(|replay| &replay.placed).collect();
+    // A(t): customers with a placed in [t − horizon, t).
     let active = |t: i64| -> u64 {
-        placed_by_customer
-            .values()
-            .filter(|times| {
-                // The first purchase at or after t − horizon is before t.
-                let index = times.partition_point(|p| *p < t - rules.horizon);
-                times.get(index).is_some_and(|p| *p < t)
-            })
+        placed
+            .iter()
+            .filter(|times| times.iter().any(|p| t - rules.horizon <= *p && *p < t))
             .count() as u64
     };
-    let mut facts = facts;
-    facts.sort_by_key(|(at, _)| *at);
     let mut result = BTreeMap::new();
-    for spec in &rules.specs {
-        let first = first_end.div_euclid(spec.step) * spec.step;
-        let ends: BTreeSet<i64> = (0..)
-            .map(|k| first + k * spec.step)
-            .skip_while(|end| *end < first_end)
-            .take_while(|end| *end <= last_end)
-            .collect();
-        for end in ends {
+    let Some(earliest) = facts.iter().map(|(at, _)| *at).min() else {
+        return result;
+    };
+    for spec in &rules.windows {
+        let mut end = earliest.div_euclid(spec.step) * spec.step + spec.step;
+        while end + rules.lateness <= watermark {
             let mut counts = Counts::default();
             for (_, label) in BOUNDS {
                 counts.first_response_buckets.insert(label.to_string(), 0);
             }
-            // Facts with end - size <= at < end.
-            let from = facts.partition_point(|(at, _)| *at < end - spec.size);
-            let to = facts.partition_point(|(at, _)| *at < end);
-            for (_, fact) in &facts[from..to] {
-                add(&mut counts, fact);
+            for (at, fact) in &facts {
+                if end - spec.size <= *at && *at < end {
+                    counts.add(fact);
+                }
             }
             counts.customers_at_start = active(end - spec.size);
             counts.customers_at_end = active(end);
-            result.insert((spec.name.clone(), end), counts);
+            let ratios = counts.ratios();
+            result.insert((spec.name.clone(), end), Window { counts, ratios });
+            end += spec.step;
         }
     }
     result
 }
 
-fn add(counts: &mut Counts, fact: &Fact) {
-    match fact {
-        Fact::Nps(score) => match score {
-            9..=10 => counts.nps_promoters += 1,
-            7..=8 => counts.nps_passives += 1,
-            _ => counts.nps_detractors += 1,
-        },
-        Fact::Csat { score, scale } => {
-            counts.csat_responses += 1;
-            if f64::from(*score) >= 0.8 * f64::from(*scale) {
-                counts.csat_satisfied += 1;
-            }
-        }
-        Fact::Ces(score) => {
-            counts.ces_responses += 1;
-            counts.ces_score_sum += u64::from(*score);
-        }
-        Fact::Opened => counts.opened += 1,
-        Fact::FirstResponse(millis) => {
-            counts.first_responses += 1;
-            counts.first_response_millis_sum += millis;
-            for (bound, label) in BOUNDS {
-                if bound == i64::MAX || *millis <= bound * 1000 {
-                    *counts
-                        .first_response_buckets
-                        .entry(label.to_string())
-                        .or_default() += 1;
-                }
-            }
-        }
-        Fact::Resolved {
-            millis,
-            first_contact,
-        } => {
-            counts.resolved += 1;
-            counts.resolution_millis_sum += millis;
-            counts.first_contact_resolutions += u64::from(*first_contact);
-        }
-        Fact::Reopened => counts.reopened += 1,
-        Fact::SlaBreach => counts.sla_breaches += 1,
-        Fact::Placed {
-            currency,
-            amount,
-            first,
-            gap,
-        } => {
-            counts.placed += 1;
-            *counts.revenue_minor.entry(currency.clone()).or_default() += amount;
-            counts.new_customers += u64::from(*first);
-            if let Some(gap) = gap {
-                counts.repeat_purchases += 1;
-                counts.repeat_gap_millis_sum += gap;
-            }
-        }
-        Fact::Returned { currency, amount } => {
-            counts.returned += 1;
-            *counts.returned_minor.entry(currency.clone()).or_default() += amount;
-        }
-        Fact::Fulfilled { complete } => {
-            counts.fulfilled += 1;
-            counts.complete_first_shipment += u64::from(*complete);
-        }
+/// The topic of an input, by its config's names.
+pub fn topic_name(config: &cxpulse::config::Config, topic: Topic) -> String {
+    match topic {
+        Topic::Purchases => config.topics.purchases.clone(),
+        Topic::Tickets => config.topics.tickets.clone(),
+        Topic::Surveys => config.topics.surveys.clone(),
     }
-}
-
-fn u(value: &Value) -> u64 {
-    value
-        .as_u64()
-        .unwrap_or_else(|| panic!("not an unsigned integer: {value}"))
-}
-
-fn millis(value: &Value) -> i64 {
-    (value
-        .as_f64()
-        .unwrap_or_else(|| panic!("not a number: {value}"))
-        * 1000.0)
-        .round() as i64
-}
-
-fn money(totals: &mut BTreeMap<String, i64>, value: &Value) {
-    for (currency, amount) in value.as_object().expect("money object") {
-        *totals.entry(currency.clone()).or_default() +=
-            amount.as_i64().expect("integer minor units");
-    }
-}
-
-/// Adds one `cx.metrics` record to `counts`, and checks its ratios against its own counts.
-pub fn add_result(counts: &mut Counts, result: &Value) {
-    let nps = &result["nps"];
-    counts.nps_promoters += u(&nps["promoters"]);
-    counts.nps_passives += u(&nps["passives"]);
-    counts.nps_detractors += u(&nps["detractors"]);
-    let responses = u(&nps["responses"]);
-    assert_eq!(
-        responses,
-        u(&nps["promoters"]) + u(&nps["passives"]) + u(&nps["detractors"])
-    );
-    let expected_score = (responses > 0).then(|| {
-        100.0 * (u(&nps["promoters"]) as f64 - u(&nps["detractors"]) as f64) / responses as f64
-    });
-    assert_eq!(
-        nps["score"].as_f64(),
-        expected_score,
-        "nps.score of {result}"
-    );
-    let csat = &result["csat"];
-    counts.csat_responses += u(&csat["responses"]);
-    counts.csat_satisfied += u(&csat["satisfied"]);
-    let ces = &result["ces"];
-    counts.ces_responses += u(&ces["responses"]);
-    counts.ces_score_sum += u(&ces["score_sum"]);
-    let tickets = &result["tickets"];
-    counts.opened += u(&tickets["opened"]);
-    counts.first_responses += u(&tickets["first_responses"]);
-    counts.first_response_millis_sum += millis(&tickets["first_response_seconds_sum"]);
-    for (label, value) in tickets["first_response_buckets"]
-        .as_object()
-        .expect("buckets")
-    {
-        *counts
-            .first_response_buckets
-            .entry(label.clone())
-            .or_default() += u(value);
-    }
-    let first_responses = u(&tickets["first_responses"]);
-    let expected_mean = (first_responses > 0).then(|| {
-        (millis(&tickets["first_response_seconds_sum"]) as f64 / first_responses as f64).round()
-            / 1000.0
-    });
-    assert_eq!(
-        tickets["mean_first_response_seconds"].as_f64(),
-        expected_mean,
-        "{result}"
-    );
-    assert_eq!(
-        u(&tickets["first_response_buckets"]["+Inf"]),
-        first_responses
-    );
-    counts.resolved += u(&tickets["resolved"]);
-    counts.resolution_millis_sum += millis(&tickets["resolution_seconds_sum"]);
-    counts.first_contact_resolutions += u(&tickets["first_contact_resolutions"]);
-    counts.reopened += u(&tickets["reopened"]);
-    counts.sla_breaches += u(&tickets["sla_breaches"]);
-    let opened = u(&tickets["opened"]);
-    let expected_rate = (opened > 0).then(|| u(&tickets["resolved"]) as f64 / opened as f64);
-    assert_eq!(
-        tickets["resolution_rate"].as_f64(),
-        expected_rate,
-        "{result}"
-    );
-    let orders = &result["orders"];
-    counts.placed += u(&orders["placed"]);
-    money(&mut counts.revenue_minor, &orders["revenue_minor"]);
-    counts.returned += u(&orders["returned"]);
-    money(&mut counts.returned_minor, &orders["returned_minor"]);
-    counts.fulfilled += u(&orders["fulfilled"]);
-    counts.complete_first_shipment += u(&orders["complete_first_shipment"]);
-    counts.new_customers += u(&orders["new_customers"]);
-    counts.repeat_purchases += u(&orders["repeat_purchases"]);
-    counts.repeat_gap_millis_sum += millis(&orders["repeat_gap_seconds_sum"]);
-    let retention = &result["retention"];
-    let (start, end) = (
-        u(&retention["customers_at_start"]),
-        u(&retention["customers_at_end"]),
-    );
-    counts.customers_at_start += start;
-    counts.customers_at_end += end;
-    assert_eq!(u(&retention["new_customers"]), u(&orders["new_customers"]));
-    let expected_rate = (start > 0)
-        .then(|| 100.0 * (end as f64 - u(&orders["new_customers"]) as f64) / start as f64);
-    assert_eq!(
-        retention["rate"].as_f64(),
-        expected_rate,
-        "retention.rate of {result}"
-    );
-}
-
-/// Lifecycle and segment thresholds, ms.
-#[derive(Debug, Clone)]
-pub struct ProfileRules {
-    pub horizon: i64,
-    pub new_period: i64,
-    pub champion_recency: i64,
-    pub champion_min_orders: u64,
-    pub champion_min_value: i64,
-}
-
-impl ProfileRules {
-    /// The lifecycle and segment rules of a cxpulse config, in ms.
-    pub fn from_config(config: &cxpulse::config::Config) -> ProfileRules {
-        let millis = cxpulse::window::millis;
-        let segments = &config.segments;
-        ProfileRules {
-            horizon: millis(config.processing.activity_horizon),
-            new_period: millis(segments.new_period),
-            champion_recency: millis(segments.champion_recency),
-            champion_min_orders: segments.champion_min_orders,
-            champion_min_value: segments.champion_min_value,
-        }
-    }
-}
-
-fn rfc3339(millis: i64) -> String {
-    cxpulse::event::EventTime::from_millis(millis).to_rfc3339()
-}
-
-/// Every customer's profile by definition, with lifecycle and segment as of
-/// `max(last_seen, as_of)`; `updated_at` is left empty (wall clock).
-pub fn profiles(
-    events: &[Event],
-    rules: &ProfileRules,
-    as_of: i64,
-) -> BTreeMap<String, cxpulse::proto::Profile> {
-    let mut seen = HashSet::new();
-    let mut by_customer: BTreeMap<String, Vec<&Event>> = BTreeMap::new();
-    for event in events {
-        if seen.insert((event.customer_id.clone(), event.event_id.clone())) {
-            by_customer
-                .entry(event.customer_id.to_string())
-                .or_default()
-                .push(event);
-        }
-    }
-    let mut result = BTreeMap::new();
-    for (customer, events) in by_customer {
-        let times: Vec<i64> = events.iter().map(|e| e.occurred_at.millis()).collect();
-        let (first_seen, last_seen) = (*times.iter().min().unwrap(), *times.iter().max().unwrap());
-        let mut placed = Vec::new();
-        let mut revenue: BTreeMap<String, i64> = BTreeMap::new();
-        let mut returned: BTreeMap<String, i64> = BTreeMap::new();
-        // Latest answer per kind: by event time, the later arrival winning ties.
-        let mut last_nps: Option<(i64, u8)> = None;
-        let mut last_csat: Option<(i64, u8, u8)> = None;
-        let mut last_ces: Option<(i64, u8, u8)> = None;
-        let mut tickets: BTreeMap<String, Vec<(i64, TicketAction)>> = BTreeMap::new();
-        for event in &events {
-            let at = event.occurred_at.millis();
-            match &event.body {
-                EventBody::Purchase(purchase) => match purchase.action {
-                    PurchaseAction::Placed { amount } => {
-                        placed.push(at);
-                        *revenue.entry(amount.currency.to_string()).or_default() += amount.amount.0;
-                    }
-                    PurchaseAction::Returned { amount } => {
-                        *returned.entry(amount.currency.to_string()).or_default() +=
-                            amount.amount.0;
-                    }
-                    PurchaseAction::Fulfilled { .. } => {}
-                },
-                EventBody::Survey(survey) => match survey.response {
-                    SurveyResponse::Nps { score } if last_nps.is_none_or(|(t, _)| t <= at) => {
-                        last_nps = Some((at, score))
-                    }
-                    SurveyResponse::Csat { score, scale_max }
-                        if last_csat.is_none_or(|(t, ..)| t <= at) =>
-                    {
-                        last_csat = Some((at, score, scale_max))
-                    }
-                    SurveyResponse::Ces { score, scale_max }
-                        if last_ces.is_none_or(|(t, ..)| t <= at) =>
-                    {
-                        last_ces = Some((at, score, scale_max))
-                    }
-                    _ => {}
-                },
-                EventBody::Ticket(ticket) => tickets
-                    .entry(ticket.ticket_id.to_string())
-                    .or_default()
-                    .push((at, ticket.action)),
-            }
-        }
-        let (mut open, mut opened, mut resolved, mut responses, mut response_sum) =
-            (0u64, 0u64, 0u64, 0u64, 0i64);
-        for history in tickets.values() {
-            // A ticket's events are in order already (arrival order); find its opening.
-            let Some(start) = history
-                .iter()
-                .position(|(_, a)| matches!(a, TicketAction::Opened { .. }))
-            else {
-                continue;
-            };
-            let mut is_open = false;
-            let mut opened_at = 0;
-            let mut responded = false;
-            for (at, action) in &history[start..] {
-                match action {
-                    TicketAction::Opened { .. } => {
-                        opened += 1;
-                        is_open = true;
-                        opened_at = *at;
-                        responded = false;
-                    }
-                    TicketAction::AgentReplied if !responded => {
-                        responded = true;
-                        responses += 1;
-                        response_sum += at - opened_at;
-                    }
-                    TicketAction::Resolved => {
-                        resolved += 1;
-                        is_open = false;
-                    }
-                    TicketAction::Reopened => is_open = true,
-                    _ => {}
-                }
-            }
-            open += u64::from(is_open);
-        }
-        placed.sort();
-        let net: BTreeMap<String, i64> = {
-            let mut net = revenue.clone();
-            for (currency, amount) in &returned {
-                *net.entry(currency.clone()).or_default() -= amount;
-            }
-            net
-        };
-        let now = last_seen.max(as_of);
-        let detractor = last_nps.is_some_and(|(_, score)| score <= 6);
-        let (lifecycle, segment) = match (placed.first(), placed.last()) {
-            (Some(&first), Some(&last)) => {
-                let came_back = placed
-                    .windows(2)
-                    .filter(|pair| pair[1] - pair[0] >= rules.horizon)
-                    .map(|pair| pair[1])
-                    .next_back();
-                let lifecycle = if now >= last + rules.horizon {
-                    "churned"
-                } else if came_back.is_some_and(|back| now < back + rules.new_period) {
-                    "reactivated"
-                } else if now < first + rules.new_period {
-                    "new"
-                } else {
-                    "active"
-                };
-                let segment = if lifecycle == "churned" {
-                    "lost"
-                } else if detractor || now > last + rules.horizon / 2 {
-                    "at_risk"
-                } else if now < last + rules.champion_recency
-                    && placed.len() as u64 >= rules.champion_min_orders
-                    && net.values().any(|value| *value >= rules.champion_min_value)
-                {
-                    "champion"
-                } else {
-                    "regular"
-                };
-                (lifecycle, segment)
-            }
-            _ => ("prospect", "regular"),
-        };
-        let gaps = placed.len().saturating_sub(1);
-        let profile = cxpulse::proto::Profile {
-            customer_id: customer.clone(),
-            first_seen: rfc3339(first_seen),
-            last_seen: rfc3339(last_seen),
-            events: events.len() as u64,
-            orders_placed: placed.len() as u64,
-            revenue_minor: revenue,
-            returned_minor: returned,
-            net_value_minor: net,
-            first_purchase_at: placed.first().map(|t| rfc3339(*t)),
-            last_purchase_at: placed.last().map(|t| rfc3339(*t)),
-            mean_days_between_purchases: (gaps > 0).then(|| {
-                (placed[placed.len() - 1] - placed[0]) as f64 / 86_400_000.0 / gaps as f64
-            }),
-            open_tickets: open,
-            tickets_opened: opened,
-            tickets_resolved: resolved,
-            mean_first_response_seconds: (responses > 0)
-                .then(|| (response_sum as f64 / responses as f64).round() / 1000.0),
-            last_nps_score: last_nps.map(|(_, score)| i64::from(score)),
-            last_nps_category: last_nps.map(|(_, score)| {
-                match score {
-                    9..=10 => "promoter",
-                    7..=8 => "passive",
-                    _ => "detractor",
-                }
-                .to_string()
-            }),
-            last_nps_at: last_nps.map(|(at, _)| rfc3339(at)),
-            last_csat_score: last_csat.map(|(_, score, _)| i64::from(score)),
-            last_csat_scale_max: last_csat.map(|(_, _, scale)| i64::from(scale)),
-            last_ces_score: last_ces.map(|(_, score, _)| i64::from(score)),
-            last_ces_scale_max: last_ces.map(|(_, _, scale)| i64::from(scale)),
-            segment: segment.to_string(),
-            lifecycle: lifecycle.to_string(),
-            updated_at: String::new(),
-        };
-        result.insert(customer, profile);
-    }
-    result
 }

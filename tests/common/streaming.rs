@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cxpulse::config::Config;
 use cxpulse::decode::Format;
-use cxpulse::event::{Event, EventTime};
+use cxpulse::event::EventTime;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
@@ -50,7 +50,7 @@ pub fn bad_records(config: &Config) -> Vec<(String, String)> {
 /// What [`stream_with_crashes`] produced, for verification.
 pub struct Streamed {
     /// Every valid event produced (redeliveries included).
-    pub events: Vec<Event>,
+    pub events: Vec<super::generator::Input>,
     /// Where the data starts and ends (event time, ms).
     pub data_start: i64,
     /// End of the data.
