@@ -293,6 +293,10 @@ fn publish(
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(64),
+        // Failing cases are kept (and committed) and replayed before new ones.
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct("proptest-regressions/exactness.txt"),
+        )),
         ..ProptestConfig::default()
     })]
 

@@ -93,15 +93,10 @@ fn delivered(
         );
         records.sort_by_key(|record| (record.partition, record.offset));
         for record in records {
-            let Ok(json) = serde_json::from_slice::<serde_json::Value>(&record.value) else {
+            let Some((customer, event_id)) = ids(topic, &record) else {
                 continue;
             };
-            let (Some(customer), Some(event_id)) =
-                (json["customer_id"].as_str(), json["event_id"].as_str())
-            else {
-                continue;
-            };
-            if let Some(input) = known.get(&(customer, event_id)) {
+            if let Some(input) = known.get(&(customer.as_str(), event_id.as_str())) {
                 delivered.push(Delivered {
                     input: (*input).clone(),
                     position: Position {
@@ -119,6 +114,31 @@ fn delivered(
         "every generated input read back from the input topics"
     );
     delivered
+}
+
+/// `customer_id` and `event_id` of an input record, JSON or Protobuf (by its `content-type`).
+fn ids(topic: generator::Topic, record: &ReadRecord) -> Option<(String, String)> {
+    use cxpulse::proto;
+    use prost::Message;
+    if record.header("content-type") == "application/x-protobuf" {
+        let value = record.value.as_slice();
+        return match topic {
+            generator::Topic::Purchases => proto::PurchaseEvent::decode(value)
+                .ok()
+                .map(|event| (event.customer_id, event.event_id)),
+            generator::Topic::Tickets => proto::TicketEvent::decode(value)
+                .ok()
+                .map(|event| (event.customer_id, event.event_id)),
+            generator::Topic::Surveys => proto::SurveyEvent::decode(value)
+                .ok()
+                .map(|event| (event.customer_id, event.event_id)),
+        };
+    }
+    let json: serde_json::Value = serde_json::from_slice(&record.value).ok()?;
+    Some((
+        json["customer_id"].as_str()?.to_string(),
+        json["event_id"].as_str()?.to_string(),
+    ))
 }
 
 fn records(read: Vec<ReadRecord>) -> Vec<Record> {
