@@ -6,17 +6,34 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use metrics::{counter, gauge};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::{ClientRole, Config};
 use crate::event::EventTime;
 use crate::task::changelog::ChangeRecord;
 use crate::task::{Task, TaskSettings};
 use crate::telemetry;
+
+/// Callbacks of the restore consumer.
+struct RestoreContext;
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // Reaching the end of the changelog is how a restore finishes, not an error:
+        // librdkafka's default context would log it at error level on every restore.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
+        warn!(%error, reason, "restore consumer error");
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
 
 /// Reads partition `task` of the changelog from the beginning to its end and rebuilds the task.
 pub fn restore(
@@ -36,7 +53,9 @@ pub fn restore(
         .set("enable.partition.eof", "true")
         // State from aborted transactions must never come back.
         .set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = client.create().context("creating the restore consumer")?;
+    let consumer: BaseConsumer<RestoreContext> = client
+        .create_with_context(RestoreContext)
+        .context("creating the restore consumer")?;
     let (low, high) = consumer
         .fetch_watermarks(topic, partition, timeout)
         .with_context(|| format!("reading the end offsets of {topic}/{partition}"))?;

@@ -130,12 +130,24 @@ impl ClientContext for SourceContext {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (topic, topic_stats) in &statistics.topics {
             for (partition, stats) in &topic_stats.partitions {
-                // Partition -1 is librdkafka's internal UA partition; lag -1 means unknown.
-                if *partition < 0 || stats.consumer_lag < 0 {
+                // Partition -1 is librdkafka's internal UA partition.
+                if *partition < 0 {
                     continue;
                 }
-                gauge!(telemetry::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
-                    .set(stats.consumer_lag as f64);
+                let gauge = gauge!(telemetry::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string());
+                // A partition revoked from this member stays in the statistics with its
+                // last lag: zeroed, so that sum() across pods counts each partition once.
+                if !stats.desired {
+                    if lag.remove(&(topic.clone(), *partition)).is_some() {
+                        gauge.set(0.0);
+                    }
+                    continue;
+                }
+                // Lag -1 means unknown.
+                if stats.consumer_lag < 0 {
+                    continue;
+                }
+                gauge.set(stats.consumer_lag as f64);
                 lag.insert((topic.clone(), *partition), stats.consumer_lag);
             }
         }

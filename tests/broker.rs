@@ -287,7 +287,9 @@ async fn a_restore_from_a_compacted_changelog_equals_the_model() {
     instance.wait_ready().await;
     for chunk in first.chunks(first.len().div_ceil(6)) {
         common::produce_events(&producer, &config, chunk, Format::Json).await;
-        // Segments roll every 2 s on append; the cleaner compacts the closed ones.
+        // Not a wait for the instance: segments roll on the first append 2 s (wall
+        // time, segment.ms) after they opened, and only rolled segments are compacted,
+        // so the changelog is written over several seconds on purpose.
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
     let written = instance

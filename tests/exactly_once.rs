@@ -161,8 +161,9 @@ async fn a_frozen_instance_is_fenced_and_writes_nothing_visible() {
     zombie.wait_ready().await;
     common::produce_events(&producer, &config, chunks[0], Format::Json).await;
     common::produce_events(&producer, &config, chunks[1], Format::Json).await;
-    // Frozen in the middle of its work, with transactions open or about to be.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Frozen in the middle of its work, with transactions open or about to be: as
+    // soon as it has consumed part of the two chunks.
+    common::instance::wait_consumed(&[&first_address], 1, Duration::from_secs(60)).await;
     zombie.signal("STOP");
 
     // Same transactional.id (a restarted pod): its producer fences the frozen one,
@@ -175,13 +176,33 @@ async fn a_frozen_instance_is_fenced_and_writes_nothing_visible() {
     .await;
     assert!(took_over, "the successor never took every task");
     common::produce_events(&producer, &config, chunks[2], Format::Json).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The successor has committed the first three chunks (and their outputs).
+    let caught_up = common::eventually(Duration::from_secs(90), || {
+        common::instance::group_caught_up(&config, partitions)
+    })
+    .await;
+    assert!(
+        caught_up,
+        "the successor never committed the first three chunks"
+    );
 
     // Resumed, the zombie rejoins the group (its session expired) and, given a task
     // again, finds its producer fenced at its first transaction: it stops without
     // committing anything.
     zombie.signal("CONT");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The last chunk comes once the zombie either stopped at once (frozen inside a
+    // transaction, its commit is fenced) or is back in the group with a task, so
+    // that it has input to use its fenced producer on.
+    let tasks = |address: &str| common::instance::metric(address, "cxpulse_tasks_assigned");
+    let rejoined = common::eventually(Duration::from_secs(60), || {
+        matches!(zombie.child.try_wait(), Ok(Some(_)))
+            || (tasks(&first_address) == Some(1.0) && tasks(&second_address) == Some(1.0))
+    })
+    .await;
+    assert!(
+        rejoined,
+        "the resumed zombie neither stopped nor rejoined the group"
+    );
     common::produce_events(&producer, &config, chunks[3], Format::Json).await;
     let status = zombie.wait_exit(Duration::from_secs(90)).await;
     assert!(

@@ -97,7 +97,13 @@ async fn scaling_from_1_to_3_to_1_instances_changes_no_result() {
     .await;
     assert!(split, "three instances never split the six tasks");
     common::produce_events(&producer, &config, chunks[1], Format::Json).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Scale in only once the three members took in the second chunk.
+    common::instance::wait_consumed(
+        &addresses,
+        chunks[0].len() + chunks[1].len(),
+        Duration::from_secs(90),
+    )
+    .await;
 
     // Scale in: two members leave gracefully; the first takes every task back.
     for instance in &mut others {
@@ -140,9 +146,11 @@ async fn broker_restart_mid_run_changes_no_result() {
     let (first, second) = events.split_at(events.len() / 2);
     let producer = common::producer(&broker);
     common::produce_events(&producer, &config, first, Format::Json).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The broker dies once the instance is at work on the first half.
+    common::instance::wait_consumed(&[&http], first.len(), Duration::from_secs(90)).await;
     // No clean shutdown: the broker recovers its logs from disk.
     kafka.kill();
+    // The fault itself: the broker stays dead a while (librdkafka retries meanwhile).
     tokio::time::sleep(Duration::from_secs(3)).await;
     kafka.restart();
     common::produce_events(&producer, &config, second, Format::Json).await;

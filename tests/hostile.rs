@@ -218,7 +218,31 @@ async fn outputs_the_broker_refuses_become_dead_letters() {
         .await
         .expect("alter configs");
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Produce only once the broker reports the lowered limit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let described = admin
+            .describe_configs(
+                [&ResourceSpecifier::Topic(&config.topics.enriched)],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("describe configs");
+        let limit = described
+            .first()
+            .and_then(|resource| resource.as_ref().ok())
+            .and_then(|resource| resource.get("max.message.bytes"))
+            .and_then(|entry| entry.value.clone());
+        if limit.as_deref() == Some("100") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the broker never reported max.message.bytes=100: {limit:?}"
+        );
+        // Polling interval of a condition, not a wait for it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let producer = common::producer(&broker);
     let at = EventTime::now().plus_millis(-60_000).to_rfc3339();

@@ -128,6 +128,7 @@ async fn three_kills_within_40_seconds_never_stall_the_group() {
     let kills_started = Instant::now();
     let mut resumed = Vec::new();
     for chunk in &chunks[1..4] {
+        // The fault's timing, not a wait for something: three kills within 40 s.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         victim.kill();
         victim = Instance::start(&victim_config, &victim_address, &log);
@@ -267,7 +268,13 @@ async fn the_consumer_protocol_scales_out_and_in_without_needless_restores() {
         "the first instance restored only the tasks it did not hold: kept tasks kept their state"
     );
     common::produce_events(&producer, &config, chunks[1], Format::Json).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Scale in only once the three members took in the second chunk.
+    common::instance::wait_consumed(
+        &addresses,
+        chunks[0].len() + chunks[1].len(),
+        Duration::from_secs(90),
+    )
+    .await;
     for other in &mut others {
         other.terminate();
     }

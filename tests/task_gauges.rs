@@ -199,6 +199,27 @@ async fn per_task_gauges_add_up_across_instances_after_a_rebalance() {
     }
     let zeroed = assert_lost_tasks_zeroed(&first_address, &first_owns)
         + assert_lost_tasks_zeroed(&second_address, &second_owns);
+    // The lag of the partitions an instance does own is still reported (from the
+    // consumer statistics, once a second).
+    for (address, owns) in [
+        (&first_address, &first_owns),
+        (&second_address, &second_owns),
+    ] {
+        let reported = common::eventually(Duration::from_secs(30), || {
+            let lag = labelled(&metrics(address), "partition");
+            owns.iter().all(|partition| {
+                lag.contains_key(&(
+                    "cxpulse_consumer_lag_records".to_string(),
+                    partition.clone(),
+                ))
+            })
+        })
+        .await;
+        assert!(
+            reported,
+            "{address} reports no consumer lag of some of {owns:?}"
+        );
+    }
 
     // Scale in: the first instance takes every task back.
     second.terminate();

@@ -122,3 +122,57 @@ pub fn metric_samples<'a>(body: &'a str, name: &'a str) -> impl Iterator<Item = 
         Some((labels, value.trim().parse().ok()?))
     })
 }
+
+/// Waits until the instances at `addresses` have consumed at least `records` input
+/// records between them (`cxpulse_records_consumed_total`, counted since each
+/// started); asserts it happens within `timeout`.
+pub async fn wait_consumed<A: AsRef<str>>(addresses: &[A], records: usize, timeout: Duration) {
+    let consumed = || {
+        addresses
+            .iter()
+            .filter_map(|address| metric(address.as_ref(), "cxpulse_records_consumed_total"))
+            .sum::<f64>()
+    };
+    let done = super::eventually(timeout, || consumed() >= records as f64).await;
+    assert!(
+        done,
+        "the instances consumed {} of {records} input records within {timeout:?}",
+        consumed()
+    );
+}
+
+/// True when the consumer group of `config` has committed, on every partition of
+/// every input topic, the partition's end: everything produced so far is processed
+/// and its outputs are delivered (committed, with exactly-once).
+pub fn group_caught_up(config: &Config, partitions: i32) -> bool {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let timeout = Duration::from_secs(10);
+    let Ok(consumer) = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka.bootstrap_servers)
+        .set("group.id", &config.kafka.group_id)
+        .create::<BaseConsumer>()
+    else {
+        return false;
+    };
+    let topics = &config.topics;
+    let mut tpl = TopicPartitionList::new();
+    for topic in [&topics.purchases, &topics.tickets, &topics.surveys] {
+        for partition in 0..partitions {
+            tpl.add_partition(topic, partition);
+        }
+    }
+    let Ok(committed) = consumer.committed_offsets(tpl, timeout) else {
+        return false;
+    };
+    committed.elements().iter().all(|element| {
+        let end = consumer
+            .fetch_watermarks(element.topic(), element.partition(), timeout)
+            .map(|(_, high)| high);
+        match (element.offset(), end) {
+            (_, Ok(0)) => true,
+            (Offset::Offset(offset), Ok(high)) => offset >= high,
+            _ => false,
+        }
+    })
+}
