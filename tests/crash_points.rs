@@ -27,7 +27,7 @@ async fn aborting_after_any_changelog_record_changes_no_result() {
     let scenario = Scenario {
         customers: 150,
         days: 2,
-        visits_per_day: 3.0,
+        visits_per_day: 4.0,
     };
     let (events, data_start, data_end) = scenario::events(&scenario, 91);
     let producer = common::producer(&broker);
