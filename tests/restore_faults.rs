@@ -59,15 +59,24 @@ async fn large_state(
     (events, after, expected)
 }
 
-/// One look at an instance while it starts: `/readyz` status, then restore progress.
+/// One look at an instance while it starts: a customer's profile (when asked),
+/// then `/readyz` status, then restore progress.
 #[derive(Debug, Clone, Copy)]
 struct Sample {
+    customer: Option<u16>,
     ready: Option<u16>,
     remaining: f64,
     restored: f64,
 }
 
 fn sample(address: &str) -> Sample {
+    sample_with(address, None)
+}
+
+fn sample_with(address: &str, customer: Option<&str>) -> Sample {
+    let customer = customer.and_then(|customer| {
+        common::http_get(address, &format!("/v1/customers/{customer}")).map(|(status, _)| status)
+    });
     let ready = common::http_get(address, "/readyz").map(|(status, _)| status);
     let body = common::http_get(address, "/metrics")
         .map(|(_, body)| body)
@@ -78,6 +87,7 @@ fn sample(address: &str) -> Sample {
             .sum::<f64>()
     };
     Sample {
+        customer,
         ready,
         remaining: sum("cxpulse_state_restore_remaining_records"),
         restored: sum("cxpulse_state_restore_records_total"),
@@ -95,10 +105,14 @@ async fn readyz_answers_503_while_restoring_and_200_after() {
 
     let address = common::free_address();
     let mut instance = Instance::start(&config, &address, &log);
+    let customer = expected.keys().next().expect("a customer").clone();
     let mut samples = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let now = sample(&address);
+        // Every other sample looks a profile up too, so that the samples without
+        // one show `/readyz` even if a lookup were held up.
+        let lookup = (samples.len() % 2 == 1).then_some(customer.as_str());
+        let now = sample_with(&address, lookup);
         samples.push(now);
         if now.ready == Some(200) {
             break;
@@ -111,6 +125,17 @@ async fn readyz_answers_503_while_restoring_and_200_after() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let ready_after = instance.started.elapsed();
+    // HTTP handlers are not held up by a restore: a profile lookup answered (404 or,
+    // once its task is back, 200) while `/readyz`, asked right after, still said 503
+    // with records remaining.
+    let answered_while_restoring = samples
+        .iter()
+        .filter(|s| s.customer.is_some() && s.ready == Some(503) && s.remaining > 0.0)
+        .count();
+    assert!(
+        answered_while_restoring > 0,
+        "no /v1/customers answer came back during the restore: {samples:?}"
+    );
     let restoring_503 = samples
         .iter()
         .filter(|s| s.ready == Some(503) && s.remaining > 0.0)
@@ -134,7 +159,7 @@ async fn readyz_answers_503_while_restoring_and_200_after() {
     let (distinct, _) = common::assert_enriched(&counts, &all, false);
     let profiles = common::assert_profiles(&broker, &config, &expected, Duration::from_secs(120));
     eprintln!(
-        "restore of {} changelog records: ready (200) {:.1} s after start; {} samples, {restoring_503} of them 503 while records remained; then {distinct} inputs enriched, {profiles} profiles equal",
+        "restore of {} changelog records: ready (200) {:.1} s after start; {} samples, {restoring_503} of them 503 while records remained, {answered_while_restoring} with a /v1/customers answer before that 503; then {distinct} inputs enriched, {profiles} profiles equal",
         done.restored,
         ready_after.as_secs_f64(),
         samples.len(),
