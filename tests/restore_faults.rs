@@ -1,8 +1,9 @@
 //! Restores of large task state on Apache Kafka with the real binary: `/readyz`
 //! answers 503 while the changelog is being read (the restore metrics say so)
 //! and 200 once it is done; and a second instance joining the group while the
-//! first is in the middle of its restore changes no result: every input has its
-//! enriched event, and every profile (in `cx.profiles` and on `/v1/customers`
+//! first is in the middle of its restore changes no result, with either delivery
+//! guarantee: every input has its enriched event (exactly once, read committed,
+//! with `exactly_once`), and every profile (in `cx.profiles` and on `/v1/customers`
 //! of whichever instance owns it) has all its events, restored ones included.
 
 mod common;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::instance::{metric, Instance};
 use common::{Broker, ExpectedProfile, WorkloadEvent};
-use cxpulse::config::Config;
+use cxpulse::config::{Config, Guarantee};
 
 /// Events per customer before the restart (the state to restore); four more follow it.
 const BEFORE: usize = 20;
@@ -197,6 +198,20 @@ fn initial_restore_end(log: &std::path::Path) -> (String, Option<String>) {
     (restored, None)
 }
 
+/// `config` for one instance: with exactly-once, a `transactional.id` of its own
+/// (instances on one host would otherwise share one and fence each other).
+fn own(config: &Config, instance: &str) -> Config {
+    let mut config = config.clone();
+    if config.processing.guarantee == Guarantee::ExactlyOnce {
+        config.kafka.transactional_id = format!(
+            "{}-{instance}-{}",
+            config.kafka.group_id,
+            std::process::id()
+        );
+    }
+    config
+}
+
 /// The profile of `customer` on whichever instance owns it (exactly one must).
 fn owned_profile(addresses: &[&str], customer: &str) -> serde_json::Value {
     let found: Vec<serde_json::Value> = addresses
@@ -215,14 +230,28 @@ fn owned_profile(addresses: &[&str], customer: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_joining_during_a_restore_changes_no_result() {
+    joining_during_a_restore(Guarantee::AtLeastOnce, "restore-rebalance").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_joining_during_a_restore_changes_no_result_exactly_once() {
+    joining_during_a_restore(Guarantee::ExactlyOnce, "restore-rebalance-eos").await;
+}
+
+/// One instance restores large state; frozen in the middle of it, a second joins;
+/// afterwards new input is enriched (exactly once with `exactly_once`, read
+/// committed) and every profile, restored part included, is right.
+async fn joining_during_a_restore(guarantee: Guarantee, name: &str) {
     let broker = Broker::kafka();
-    let config = common::test_config(&broker, "restore-rebalance");
+    let mut config = common::test_config(&broker, name);
+    config.processing.guarantee = guarantee;
+    let exactly_once = guarantee == Guarantee::ExactlyOnce;
     let partitions = 4;
     broker.create_topics(&config, partitions).await;
     let pid = std::process::id();
-    let build_log = std::env::temp_dir().join(format!("cxpulse-rr-build-{pid}.log"));
-    let first_log = std::env::temp_dir().join(format!("cxpulse-rr-first-{pid}.log"));
-    let second_log = std::env::temp_dir().join(format!("cxpulse-rr-second-{pid}.log"));
+    let build_log = std::env::temp_dir().join(format!("cxpulse-{name}-build-{pid}.log"));
+    let first_log = std::env::temp_dir().join(format!("cxpulse-{name}-first-{pid}.log"));
+    let second_log = std::env::temp_dir().join(format!("cxpulse-{name}-second-{pid}.log"));
     for log in [&first_log, &second_log] {
         let _ = std::fs::remove_file(log);
     }
@@ -230,11 +259,12 @@ async fn an_instance_joining_during_a_restore_changes_no_result() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(15_000);
-    let (_, after, expected) = large_state(&broker, &config, customers, &build_log).await;
+    let (_, after, expected) =
+        large_state(&broker, &own(&config, "build"), customers, &build_log).await;
 
     let [first_address, second_address]: [String; 2] =
         common::free_addresses(2).try_into().expect("two addresses");
-    let mut first = Instance::start(&config, &first_address, &first_log);
+    let mut first = Instance::start(&own(&config, "first"), &first_address, &first_log);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let now = sample(&first_address);
@@ -253,7 +283,7 @@ async fn an_instance_joining_during_a_restore_changes_no_result() {
     // the group, however slowly that one starts on a loaded machine.
     first.signal("STOP");
     let frozen = Instant::now();
-    let mut second = Instance::start(&config, &second_address, &second_log);
+    let mut second = Instance::start(&own(&config, "second"), &second_address, &second_log);
     let subscribed = common::eventually(Duration::from_secs(30), || {
         last_logged(&second_log, "inputs are co-partitioned; subscribed").is_some()
     })
@@ -282,7 +312,7 @@ async fn an_instance_joining_during_a_restore_changes_no_result() {
     let producer = common::producer(&broker);
     common::produce_workload(&producer, &config, &after).await;
     let counts = common::enriched_counts(&broker, &config, &after, Duration::from_secs(180));
-    let (distinct, records) = common::assert_enriched(&counts, &after, false);
+    let (distinct, records) = common::assert_enriched(&counts, &after, exactly_once);
     let profiles = common::assert_profiles(&broker, &config, &expected, Duration::from_secs(180));
     let addresses = [first_address.as_str(), second_address.as_str()];
     let mut checked = 0;
