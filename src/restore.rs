@@ -83,7 +83,12 @@ pub fn restore(
         match consumer.poll(Duration::from_millis(500)) {
             None => continue,
             Some(Err(KafkaError::PartitionEOF(_))) => break,
-            Some(Err(error)) => return Err(error).context("reading the changelog"),
+            Some(Err(error)) if is_permanent(&error) => {
+                return Err(error).context("reading the changelog")
+            }
+            // Transient (a broker connection lost, all brokers briefly down): librdkafka
+            // reconnects by itself; the stall limit above bounds how long we wait.
+            Some(Err(_)) => continue,
             Some(Ok(message)) => {
                 position = message.offset() + 1;
                 records.push((
@@ -122,4 +127,22 @@ pub fn restore(
         "task state restored"
     );
     Ok(restored)
+}
+
+/// Errors a restore cannot outlast by waiting: missing topic, refused access.
+fn is_permanent(error: &KafkaError) -> bool {
+    matches!(
+        error.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownTopic
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::GroupAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::Fatal
+        )
+    )
 }
