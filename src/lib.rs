@@ -11,7 +11,8 @@
 //!   → sink (one idempotent producer; offsets commit after delivery)
 //! ```
 //!
-//! `pipeline` runs that path; `http` serves metrics, health and profiles
+//! `process` is one cycle of that path with no Kafka in it; `pipeline` runs
+//! it between the consumer and the producer; `http` serves metrics, health and profiles
 //! beside it; `telemetry` names every metric; `generate` and `demo` make
 //! synthetic traffic.
 
@@ -25,6 +26,7 @@ pub mod generate;
 pub mod http;
 pub mod output;
 pub mod pipeline;
+pub mod process;
 pub mod restore;
 pub mod sink;
 pub mod source;

@@ -13,7 +13,7 @@
 //! `event_id`), and the restored state says which input offsets it already
 //! includes, so a replayed record changes profiles and windows only once.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -30,13 +30,13 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{ClientRole, Config, Guarantee};
-use crate::decode::{DecodeError, Decoder};
-use crate::event::{Event, EventTime, Source};
+use crate::event::{EventTime, Source};
 use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition, PRODUCER_MAX_RECORD_BYTES};
+use crate::process::{Cycle, InputHealth, InputRecord, Processor};
 use crate::sink::Sink;
 use crate::source::{self, Assignment, InputConsumer};
-use crate::task::{changelog, Emitted, Outcome, Task, TaskSettings};
-use crate::telemetry::{self, TopicCounters, WindowGauges};
+use crate::task::{Task, TaskSettings};
+use crate::telemetry;
 use crate::window::FinalWindow;
 use crate::{fault, restore, topics};
 
@@ -172,44 +172,12 @@ pub fn start(
     })
 }
 
-/// An input record copied out of librdkafka's buffer.
-struct InputRecord {
-    source: Source,
-    position: SourcePosition,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    headers: Vec<(String, Vec<u8>)>,
-    /// Kafka record timestamp (ms), for latency.
-    appended_at: Option<i64>,
-}
-
-impl InputRecord {
-    fn content_type(&self) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-            .map(|(_, value)| value.as_slice())
-    }
-}
-
-/// An input record with what decoding made of it.
-type Decoded = (InputRecord, Result<Event, DecodeError>);
-
 /// Outputs of one cycle and the offsets they complete.
 struct Checkpoint {
     deliveries: Vec<(String, DeliveryFuture)>,
     /// State changes to write once the outputs are delivered: (task, key, value).
     changelog: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     /// (topic, partition) → next offset to consume.
-    offsets: BTreeMap<(String, i32), i64>,
-    appended_at: Vec<i64>,
-}
-
-/// What one processing cycle produced.
-#[derive(Default)]
-struct Cycle {
-    outputs: Vec<OutputRecord>,
-    changelog: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
     offsets: BTreeMap<(String, i32), i64>,
     appended_at: Vec<i64>,
 }
@@ -222,10 +190,8 @@ struct Loop {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     settings: Arc<TaskSettings>,
-    decoder: Decoder,
     encoder: Encoder,
-    counters: [TopicCounters; 3],
-    gauges: WindowGauges,
+    processor: Processor,
     /// Since when librdkafka reports every broker down, and when we last probed.
     brokers_down: Option<(Instant, Instant)>,
 }
@@ -239,28 +205,22 @@ impl Loop {
         runtime: tokio::runtime::Handle,
         record_limits: topics::RecordLimits,
     ) -> Self {
-        let formats = &config.formats;
         let producer_max_bytes = config
             .kafka
             .client(ClientRole::Producer)
             .ok()
             .and_then(|client| client.get("message.max.bytes")?.parse().ok())
             .unwrap_or(PRODUCER_MAX_RECORD_BYTES);
+        let encoder = Encoder::new(
+            config.topics.clone(),
+            config.formats.outputs,
+            &config.kafka.client_id,
+        )
+        .with_limits(producer_max_bytes, record_limits);
         Loop {
             settings: Arc::new(TaskSettings::from_config(&config)),
-            decoder: Decoder {
-                max_record_bytes: config.processing.max_record_bytes,
-                max_future_skew: config.processing.max_future_skew,
-                formats: [formats.purchases, formats.tickets, formats.surveys],
-            },
-            encoder: Encoder::new(
-                config.topics.clone(),
-                formats.outputs,
-                &config.kafka.client_id,
-            )
-            .with_limits(producer_max_bytes, record_limits),
-            counters: Source::ALL.map(|source| TopicCounters::new(config.topics.input(source))),
-            gauges: WindowGauges::default(),
+            processor: Processor::new(&config, encoder.clone()),
+            encoder,
             brokers_down: None,
             consumer: Arc::new(consumer),
             sink,
@@ -318,7 +278,7 @@ impl Loop {
             self.check_brokers()?;
             self.apply_assignment_changes()?;
             let cycle = self.process(records);
-            if cycle.outputs.is_empty() && cycle.offsets.is_empty() && cycle.changelog.is_empty() {
+            if cycle.is_empty() {
                 continue;
             }
             if self.config.processing.guarantee == Guarantee::ExactlyOnce {
@@ -506,7 +466,7 @@ impl Loop {
                 Assignment::Revoked(ids) => {
                     for id in ids {
                         shared.tasks().remove(&id);
-                        self.zero_task_gauges(id);
+                        self.processor.zero_task_gauges(id);
                         shared.latest_windows().retain(|(_, task), _| *task != id);
                     }
                 }
@@ -516,271 +476,37 @@ impl Loop {
         Ok(())
     }
 
-    /// Zeroes every gauge labelled with a task this instance no longer owns (the
-    /// [`TASK_GAUGES`], its restore progress and its window gauges): otherwise two
-    /// instances report the same task after a rebalance and `sum()` across pods
-    /// counts it twice.
-    fn zero_task_gauges(&mut self, task: u32) {
-        let label = task.to_string();
-        for (name, _) in TASK_GAUGES {
-            gauge!(name, "task" => label.clone()).set(0.0);
-        }
-        gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(0.0);
-        gauge!(telemetry::RESTORE_RATE, "task" => label).set(0.0);
-        let names: Vec<Arc<str>> = self
-            .settings
-            .windows
-            .iter()
-            .map(|spec| spec.name.clone())
-            .collect();
-        self.gauges.zero_task(task, &names);
-    }
-
-    /// Applies a batch; returns the outputs, state changes, offsets they complete and append times.
+    /// Applies a batch under the tasks lock (see [`Processor::process`]), then
+    /// publishes the windows it made final to the live view.
     fn process(&mut self, records: Vec<InputRecord>) -> Cycle {
-        let wall = EventTime::now();
-        let mut cycle = Cycle::default();
-        let outputs = &mut cycle.outputs;
-        let mut touched = std::collections::BTreeSet::new();
-        let mut emitted = Vec::new();
-        // Per task, per source: records in offset order with their decoded events.
-        let mut queues: HashMap<u32, [VecDeque<Decoded>; 3]> = HashMap::new();
-        for record in records {
-            self.counters[record.source.index()].consumed.increment(1);
-            let decoded = self.decoder.decode(
-                record.source,
-                record.key.as_deref(),
-                record.value.as_deref(),
-                record.content_type(),
-                wall,
-            );
-            let task = u32::try_from(record.position.partition).unwrap_or(u32::MAX);
-            queues.entry(task).or_default()[record.source.index()].push_back((record, decoded));
-        }
-        let shared = self.shared.clone();
-        let mut tasks = shared.tasks();
-        for (task_id, mut queue) in queues {
-            let Some(task) = tasks.get_mut(&task_id) else {
-                // Revoked in this very poll: the new owner will consume these records.
-                continue;
-            };
-            while let Some((record, decoded)) = pop_earliest(&mut queue) {
-                cycle.offsets.insert(
-                    (record.position.topic.clone(), record.position.partition),
-                    record.position.offset + 1,
-                );
-                if task.includes(record.source, record.position.offset) {
-                    // Replayed after a crash: the restored state already has it.
-                    counter!(telemetry::RECORDS_REPLAYED).increment(1);
-                    continue;
-                }
-                self.apply_record(task, &record, decoded, wall, outputs, &mut emitted);
-                task.mark_included(record.source, record.position.offset);
-                touched.insert(task_id);
-                if let Some(at) = record.appended_at {
-                    cycle.appended_at.push(at);
-                }
-                self.publish(task_id, &mut emitted, outputs, Some(&record.position));
-            }
-        }
         let consumer = self.consumer.clone();
-        for (task_id, task) in tasks.iter_mut() {
-            for source in Source::ALL {
-                let backlog = consumer
-                    .context()
-                    .has_backlog(self.config.topics.input(source), *task_id as i32);
-                task.set_backlog(source, backlog);
-                // While no broker answers, silence is not idleness: freeze idle clocks.
-                if self.brokers_down.is_some() {
-                    task.touch(source, wall);
-                }
-            }
-            task.tick(wall, &mut emitted);
-            if !emitted.is_empty() {
-                touched.insert(*task_id);
-            }
-            self.publish(*task_id, &mut emitted, outputs, None);
-            publish_task_gauges(*task_id, task);
-            let label = task_id.to_string();
-            if touched.contains(task_id) {
-                let mut changes = task.take_changelog();
-                if self.config.processing.guarantee == Guarantee::AtLeastOnce {
-                    // Not one transaction: framed so that a crash mid-flush is harmless.
-                    changes = changelog::write_ahead(task.changelog_cycle(), changes);
-                }
-                counter!(telemetry::CHANGELOG_RECORDS, "task" => label)
-                    .increment(changes.len() as u64);
-                cycle.changelog.extend(
-                    changes
-                        .into_iter()
-                        .map(|(key, value)| (*task_id, key, value)),
-                );
+        let topics = &self.config.topics;
+        let backlog = |source: Source, task: u32| {
+            consumer
+                .context()
+                .has_backlog(topics.input(source), task as i32)
+        };
+        let health = InputHealth {
+            backlog: &backlog,
+            brokers_down: self.brokers_down.is_some(),
+        };
+        let shared = self.shared.clone();
+        let mut cycle = {
+            let mut tasks = shared.tasks();
+            self.processor
+                .process(records, &mut tasks, EventTime::now(), &health)
+        };
+        shared
+            .events_applied
+            .fetch_add(cycle.applied, Ordering::Relaxed);
+        if !cycle.finals.is_empty() {
+            let mut latest = shared.latest_windows();
+            for (task, window) in cycle.finals.drain(..) {
+                latest.insert((window.name.clone(), task), window);
             }
         }
         cycle
     }
-
-    fn apply_record(
-        &self,
-        task: &mut Task,
-        record: &InputRecord,
-        decoded: Result<Event, DecodeError>,
-        wall: EventTime,
-        outputs: &mut Vec<OutputRecord>,
-        emitted: &mut Vec<Emitted>,
-    ) {
-        let counters = &self.counters[record.source.index()];
-        let event = match decoded {
-            Ok(event) => event,
-            Err(error) => {
-                counters.invalid(error.reason());
-                debug!(
-                    topic = %record.position.topic,
-                    partition = record.position.partition,
-                    offset = record.position.offset,
-                    reason = error.reason(),
-                    "record rejected to the dead-letter topic"
-                );
-                task.touch(record.source, wall);
-                outputs.push(self.encoder.dead_letter(&DeadLetter::rejected(
-                    &record.position,
-                    record.key.as_deref(),
-                    record.value.as_deref(),
-                    &record.headers,
-                    &error,
-                )));
-                return;
-            }
-        };
-        match task.apply(&event, wall, emitted) {
-            Outcome::Duplicate => counters.duplicate.increment(1),
-            Outcome::Applied {
-                profile,
-                measures,
-                late,
-            } => {
-                counters.processed.increment(1);
-                if late {
-                    counters.late.increment(1);
-                }
-                telemetry::count_event(&event, measures);
-                let position = Some(&record.position);
-                let encoder = &self.encoder;
-                outputs.push(
-                    encoder.within_limits(encoder.profile(profile, &record.position), position),
-                );
-                outputs.push(encoder.within_limits(
-                    encoder.enriched(&event, profile, &record.position),
-                    position,
-                ));
-                self.shared.events_applied.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Turns what a task emitted into output records (and window gauges);
-    /// `position` is the input record being applied, if any.
-    fn publish(
-        &mut self,
-        task: u32,
-        emitted: &mut Vec<Emitted>,
-        outputs: &mut Vec<OutputRecord>,
-        position: Option<&SourcePosition>,
-    ) {
-        if emitted.is_empty() {
-            return;
-        }
-        let mut latest = self.shared.latest_windows();
-        for item in emitted.drain(..) {
-            match item {
-                Emitted::Window(window) => {
-                    outputs.push(
-                        self.encoder
-                            .within_limits(self.encoder.window(&window, task), None),
-                    );
-                    self.gauges.publish(task, &window);
-                    latest.insert((window.name.clone(), task), *window);
-                }
-                Emitted::Signal(signal) => {
-                    counter!(telemetry::SIGNALS, "type" => signal.kind.name()).increment(1);
-                    outputs.push(
-                        self.encoder
-                            .within_limits(self.encoder.signal(&signal, position), position),
-                    );
-                }
-                Emitted::Profile { profile, cause } => {
-                    outputs.push(
-                        self.encoder.within_limits(
-                            self.encoder.profile_by_timer(&profile, &cause),
-                            position,
-                        ),
-                    );
-                }
-            }
-        }
-    }
-}
-
-/// A gauge of one task's state and how to read it (`None`: nothing to report yet).
-type TaskGauge = (&'static str, fn(&Task) -> Option<f64>);
-
-/// Every gauge describing one task's state. Publishing and zeroing on revocation
-/// both walk this one list, so no gauge can be published and then left stale by
-/// an instance that lost the task.
-const TASK_GAUGES: [TaskGauge; 5] = [
-    (telemetry::WATERMARK, |task| {
-        let watermark = task.watermark();
-        (watermark != EventTime::MIN).then(|| watermark.millis() as f64 / 1000.0)
-    }),
-    (
-        telemetry::PROFILES,
-        |task| Some(task.profile_count() as f64),
-    ),
-    (telemetry::TICKETS_TRACKED, |task| {
-        Some(task.ticket_count() as f64)
-    }),
-    (telemetry::TIMERS_PENDING, |task| {
-        Some(task.timer_count() as f64)
-    }),
-    (telemetry::WINDOWS_SKIPPED, |task| {
-        Some(task.windows_skipped() as f64)
-    }),
-];
-
-/// Sets every [`TASK_GAUGES`] of a task this instance owns.
-fn publish_task_gauges(id: u32, task: &Task) {
-    let label = id.to_string();
-    for (name, read) in TASK_GAUGES {
-        if let Some(value) = read(task) {
-            gauge!(name, "task" => label.clone()).set(value);
-        }
-    }
-}
-
-/// Takes the head with the smallest `occurred_at` among a task's three partitions;
-/// records that failed to decode have no event time and go first.
-fn pop_earliest<T>(
-    queues: &mut [VecDeque<(T, Result<Event, DecodeError>)>; 3],
-) -> Option<(T, Result<Event, DecodeError>)> {
-    let mut best: Option<(usize, Option<EventTime>)> = None;
-    for (index, queue) in queues.iter().enumerate() {
-        let Some((_, head)) = queue.front() else {
-            continue;
-        };
-        let time = head.as_ref().ok().map(|event| event.occurred_at);
-        let better = match best {
-            None => true,
-            Some((_, best_time)) => match (time, best_time) {
-                (None, Some(_)) => true,
-                (Some(time), Some(best_time)) => time < best_time,
-                _ => false,
-            },
-        };
-        if better {
-            best = Some((index, time));
-        }
-    }
-    best.and_then(|(index, _)| queues[index].pop_front())
 }
 
 /// Awaits the deliveries of each checkpoint in order, then writes and awaits its

@@ -7,15 +7,17 @@
 //! size, visit rate, seed, window specs, an allowed lateness, an activity
 //! horizon short enough for churn and reactivation to happen, disorder up to
 //! the lateness across topics and customers, redeliveries, bad records and
-//! surveys later than the lateness. Records go through the real JSON decoder
-//! into one task and the real encoder out; at the end the watermark is moved
-//! past the data so every window is final and every timer has fired.
+//! surveys later than the lateness. Records go through the pipeline's own
+//! processing cycle (`process::Processor`: merge by event time, replay skip,
+//! decode, apply, encode) in batches of a drawn size; at the end the watermark
+//! is moved past the data so every window is final and every timer has fired.
 //!
 //! `PROPTEST_CASES=5000 cargo test --release --test exactness` is the long
 //! mode; failing cases are kept in `proptest-regressions/` and replayed first.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,10 +25,11 @@ use common::check::{self, Delivered, Delivery, Outputs, Record};
 use common::generator::{self, parse_rfc3339, rfc3339, Plan, Topic, DAY};
 use common::model::{self, Position, Rules};
 use cxpulse::config::{Config, WindowConfig};
-use cxpulse::decode::{Decoder, Format};
+use cxpulse::decode::Format;
 use cxpulse::event::{EventTime, Source};
 use cxpulse::output::{Encoder, OutputRecord, SourcePosition};
-use cxpulse::task::{Emitted, Outcome, Task, TaskSettings};
+use cxpulse::process::{InputHealth, InputRecord, Processor};
+use cxpulse::task::{Task, TaskSettings};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -40,6 +43,8 @@ struct Case {
     steps: (i64, i64),
     redeliver_one_in: usize,
     garbage_every: usize,
+    /// Records per processing cycle.
+    batch: usize,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -55,7 +60,7 @@ fn case() -> impl Strategy<Value = Case> {
             prop::sample::select(vec![1i64, 2, 4, 6]),
         ),
         3usize..40,
-        5usize..60,
+        (5usize..60, 1usize..80),
     )
         .prop_map(
             |(
@@ -67,7 +72,7 @@ fn case() -> impl Strategy<Value = Case> {
                 horizon_days,
                 steps,
                 redeliver_one_in,
-                garbage_every,
+                (garbage_every, batch),
             )| Case {
                 customers,
                 visits_per_day,
@@ -78,6 +83,7 @@ fn case() -> impl Strategy<Value = Case> {
                 steps,
                 redeliver_one_in,
                 garbage_every,
+                batch,
             },
         )
 }
@@ -140,81 +146,64 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         activity_horizon: rules.horizon,
         seed: case.seed,
     });
-    let decoder = Decoder {
-        max_record_bytes: config.processing.max_record_bytes,
-        max_future_skew: config.processing.max_future_skew,
-        formats: [Format::Json; 3],
-    };
+    // The very cycle the pipeline runs, in batches of the case's size.
     let encoder = Encoder::new(config.topics.clone(), Format::Json, "exactness");
+    let mut processor = Processor::new(&config, encoder);
     let settings = Arc::new(TaskSettings::from_config(&config));
     // Wall clock: constant while records flow, so no partition is idle (1 ms timeout) until the end.
-    let wall = EventTime::from_millis(0);
-    let now = EventTime::from_millis(generated.end + DAY);
-    let mut task = Task::new(0, settings, wall);
+    let wall = EventTime::now();
+    let mut tasks = BTreeMap::from([(0, Task::new(0, settings, wall))]);
+    let no_backlog = |_: Source, _: u32| false;
+    let health = InputHealth {
+        backlog: &no_backlog,
+        brokers_down: false,
+    };
     let mut offsets = [0i64; 3];
     let mut delivered = Vec::new();
-    let mut written: Vec<OutputRecord> = Vec::new();
-    let mut emitted = Vec::new();
-    let (mut duplicates, mut late, mut rejected) = (0usize, 0usize, 0usize);
-    let mut deliver =
-        |task: &mut Task, topic: Topic, value: &[u8], input: Option<generator::Input>| {
-            let source = source_of(topic);
-            let position = SourcePosition {
-                topic: model::topic_name(&config, topic),
-                partition: 0,
-                offset: offsets[topic.index()],
-            };
-            offsets[topic.index()] += 1;
-            let key = input
-                .as_ref()
-                .map_or("c".to_string(), |input| input.customer.clone());
-            match decoder.decode(source, Some(key.as_bytes()), Some(value), None, now) {
-                Err(_) => {
-                    assert!(
-                        input.is_none(),
-                        "the decoder refused a valid input: {}",
-                        String::from_utf8_lossy(value)
-                    );
-                    rejected += 1;
-                    task.touch(source, wall);
-                }
-                Ok(event) => {
-                    match task.apply(&event, wall, &mut emitted) {
-                        Outcome::Duplicate => duplicates += 1,
-                        Outcome::Applied {
-                            profile,
-                            late: is_late,
-                            ..
-                        } => {
-                            late += usize::from(is_late);
-                            written.push(encoder.profile(profile, &position));
-                            written.push(encoder.enriched(&event, profile, &position));
-                        }
-                    }
-                    publish(&encoder, &mut emitted, Some(&position), &mut written);
-                }
-            }
-            if let Some(input) = input {
-                delivered.push(Delivered {
-                    input,
-                    position: Position {
-                        topic: position.topic.clone(),
-                        partition: 0,
-                        offset: position.offset,
-                    },
-                });
-            }
+    let mut records = Vec::new();
+    let mut record = |topic: Topic, value: &[u8], input: Option<&generator::Input>| {
+        let position = SourcePosition {
+            topic: model::topic_name(&config, topic),
+            partition: 0,
+            offset: offsets[topic.index()],
         };
-    for (index, input) in generated.arrivals.iter().enumerate() {
-        deliver(
-            &mut task,
-            input.topic(),
-            input.json.as_bytes(),
-            Some(input.clone()),
-        );
-        if index % case.garbage_every == 2 {
-            deliver(&mut task, input.topic(), b"\x00\x01garbage{", None);
+        offsets[topic.index()] += 1;
+        if let Some(input) = input {
+            delivered.push(Delivered {
+                input: input.clone(),
+                position: Position {
+                    topic: position.topic.clone(),
+                    partition: 0,
+                    offset: position.offset,
+                },
+            });
         }
+        InputRecord {
+            source: source_of(topic),
+            key: Some(
+                input
+                    .map_or("c", |input| input.customer.as_str())
+                    .as_bytes()
+                    .to_vec(),
+            ),
+            value: Some(value.to_vec()),
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            position,
+            appended_at: None,
+        }
+    };
+    let mut garbage = 0;
+    for (index, input) in generated.arrivals.iter().enumerate() {
+        records.push(record(input.topic(), input.json.as_bytes(), Some(input)));
+        if index % case.garbage_every == 2 {
+            records.push(record(input.topic(), b"\x00\x01garbage{", None));
+            garbage += 1;
+        }
+    }
+    let mut written = Vec::new();
+    for batch in records.chunks(case.batch) {
+        let cycle = processor.process(batch.to_vec(), &mut tasks, wall, &health);
+        written.extend(cycle.outputs);
     }
     // Late surveys: only those every window of which is final by now.
     let largest = rules
@@ -223,39 +212,33 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         .map(|spec| spec.size + spec.step)
         .max()
         .unwrap_or(0);
-    let closed_before = task.watermark().millis() - rules.lateness - largest;
-    let late_inputs: Vec<_> = generated
+    let closed_before = tasks[&0].watermark().millis() - rules.lateness - largest;
+    let late: Vec<_> = generated
         .late
         .iter()
         .filter(|input| input.at < closed_before)
-        .cloned()
+        .map(|input| record(input.topic(), input.json.as_bytes(), Some(input)))
         .collect();
-    for input in &late_inputs {
-        deliver(
-            &mut task,
-            input.topic(),
-            input.json.as_bytes(),
-            Some(input.clone()),
-        );
-    }
-    let unique = {
-        let mut ids = std::collections::HashSet::new();
-        generated
-            .arrivals
-            .iter()
-            .filter(|input| ids.insert(&input.event_id))
-            .count()
-    };
-    prop_assert_eq!(duplicates, generated.arrivals.len() - unique);
-    prop_assert_eq!(late, late_inputs.len(), "exactly the late surveys are late");
-    prop_assert!(rejected > 0 || generated.arrivals.len() < 3);
+    written.extend(processor.process(late, &mut tasks, wall, &health).outputs);
     // Every partition idle: the watermark follows the wall clock to well past the data.
-    task.tick(EventTime::from_millis(40 * DAY), &mut emitted);
-    publish(&encoder, &mut emitted, None, &mut written);
-    let watermark = task.watermark().millis();
+    let later = wall.plus_millis(40 * DAY);
+    written.extend(
+        processor
+            .process(Vec::new(), &mut tasks, later, &health)
+            .outputs,
+    );
+    let watermark = tasks[&0].watermark().millis();
+    let dead_letters = written
+        .iter()
+        .filter(|record| record.topic == config.topics.dlq)
+        .count();
+    prop_assert_eq!(dead_letters, garbage, "every bad record is a dead letter");
 
     let mut outputs = Outputs::default();
     for (offset, record) in written.iter().enumerate() {
+        if record.topic == config.topics.dlq {
+            continue;
+        }
         let read = read_back(record, offset as i64);
         let topics = &config.topics;
         match record.topic.as_str() {
@@ -272,22 +255,6 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let compared = check::check(&delivered, &outputs, &rules, watermark, Delivery::Once);
     eprintln!("{} inputs: {}", delivered.len(), compared.summary());
     Ok(())
-}
-
-/// Output records of what a task emitted, as the pipeline writes them.
-fn publish(
-    encoder: &Encoder,
-    emitted: &mut Vec<Emitted>,
-    position: Option<&SourcePosition>,
-    written: &mut Vec<OutputRecord>,
-) {
-    for item in emitted.drain(..) {
-        written.push(match item {
-            Emitted::Window(window) => encoder.window(&window, 0),
-            Emitted::Signal(signal) => encoder.signal(&signal, position),
-            Emitted::Profile { profile, cause } => encoder.profile_by_timer(&profile, &cause),
-        });
-    }
 }
 
 proptest! {

@@ -1,0 +1,366 @@
+//! One processing cycle, with no Kafka and no tokio in it: a batch of input
+//! records in, every output record, state change and completed offset out.
+//!
+//! For each task the records of its three partitions are merged by
+//! `occurred_at` (so a replayed backlog gives the same results as live
+//! traffic), records the restored state already includes are skipped, the
+//! rest are decoded, validated and applied, and what they produce is encoded:
+//! the profile and enriched event of each applied record, the signals, timer
+//! profiles and final windows the task emits, and dead letters for bad input.
+//! The pipeline (`pipeline.rs`) polls the batch and commits the [`Cycle`];
+//! tests and benches drive [`Processor::process`] directly.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use metrics::{counter, gauge};
+use tracing::debug;
+
+use crate::config::{Config, Guarantee};
+use crate::decode::{DecodeError, Decoder};
+use crate::event::{Event, EventTime, Source};
+use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition};
+use crate::task::{changelog, Emitted, Outcome, Task};
+use crate::telemetry::{self, TopicCounters, WindowGauges};
+use crate::window::FinalWindow;
+
+/// An input record copied out of the consumer's buffer.
+#[derive(Debug, Clone)]
+pub struct InputRecord {
+    /// Which input it came from.
+    pub source: Source,
+    /// Topic, partition and offset.
+    pub position: SourcePosition,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Record value.
+    pub value: Option<Vec<u8>>,
+    /// Record headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// Kafka record timestamp (ms), for latency.
+    pub appended_at: Option<i64>,
+}
+
+impl InputRecord {
+    fn content_type(&self) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.as_slice())
+    }
+}
+
+/// An input record with what decoding made of it.
+type Decoded = (InputRecord, Result<Event, DecodeError>);
+
+/// What one processing cycle produced.
+#[derive(Debug, Default)]
+pub struct Cycle {
+    /// Output records, in the order they must be written.
+    pub outputs: Vec<OutputRecord>,
+    /// State changes: (task, key, value; `None` deletes).
+    pub changelog: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
+    /// (topic, partition) → next offset to consume.
+    pub offsets: BTreeMap<(String, i32), i64>,
+    /// Kafka timestamps of the records applied, for latency.
+    pub appended_at: Vec<i64>,
+    /// Windows made final, by task.
+    pub finals: Vec<(u32, FinalWindow)>,
+    /// Valid events applied.
+    pub applied: u64,
+}
+
+impl Cycle {
+    /// True when the cycle has nothing to write or commit.
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty() && self.offsets.is_empty() && self.changelog.is_empty()
+    }
+}
+
+/// What the cycle needs to know of the inputs' health, per task.
+pub struct InputHealth<'a> {
+    /// Whether the broker holds unread records of `(source, task)`.
+    pub backlog: &'a dyn Fn(Source, u32) -> bool,
+    /// No broker answers: silence is then not idleness.
+    pub brokers_down: bool,
+}
+
+/// Decodes, applies and encodes; owns the per-topic counters and window gauges.
+pub struct Processor {
+    guarantee: Guarantee,
+    decoder: Decoder,
+    encoder: Encoder,
+    counters: [TopicCounters; 3],
+    gauges: WindowGauges,
+    window_names: Vec<Arc<str>>,
+}
+
+impl Processor {
+    /// A processor for `config`, encoding with `encoder`.
+    pub fn new(config: &Config, encoder: Encoder) -> Self {
+        let formats = &config.formats;
+        Processor {
+            guarantee: config.processing.guarantee,
+            decoder: Decoder {
+                max_record_bytes: config.processing.max_record_bytes,
+                max_future_skew: config.processing.max_future_skew,
+                formats: [formats.purchases, formats.tickets, formats.surveys],
+            },
+            encoder,
+            counters: Source::ALL.map(|source| TopicCounters::new(config.topics.input(source))),
+            gauges: WindowGauges::default(),
+            window_names: config
+                .windows
+                .iter()
+                .map(|window| Arc::from(window.name.as_str()))
+                .collect(),
+        }
+    }
+
+    /// Applies a batch to `tasks` at wall time `wall`: returns the outputs, state
+    /// changes, offsets they complete and append times. Records of a task not in
+    /// `tasks` (revoked meanwhile) are left to its new owner.
+    pub fn process(
+        &mut self,
+        records: Vec<InputRecord>,
+        tasks: &mut BTreeMap<u32, Task>,
+        wall: EventTime,
+        health: &InputHealth<'_>,
+    ) -> Cycle {
+        let mut cycle = Cycle::default();
+        let mut touched = BTreeSet::new();
+        let mut emitted = Vec::new();
+        // Per task, per source: records in offset order with their decoded events.
+        let mut queues: HashMap<u32, [VecDeque<Decoded>; 3]> = HashMap::new();
+        for record in records {
+            self.counters[record.source.index()].consumed.increment(1);
+            let decoded = self.decoder.decode(
+                record.source,
+                record.key.as_deref(),
+                record.value.as_deref(),
+                record.content_type(),
+                wall,
+            );
+            let task = u32::try_from(record.position.partition).unwrap_or(u32::MAX);
+            queues.entry(task).or_default()[record.source.index()].push_back((record, decoded));
+        }
+        for (task_id, mut queue) in queues {
+            let Some(task) = tasks.get_mut(&task_id) else {
+                continue;
+            };
+            while let Some((record, decoded)) = pop_earliest(&mut queue) {
+                cycle.offsets.insert(
+                    (record.position.topic.clone(), record.position.partition),
+                    record.position.offset + 1,
+                );
+                if task.includes(record.source, record.position.offset) {
+                    // Replayed after a crash: the restored state already has it.
+                    counter!(telemetry::RECORDS_REPLAYED).increment(1);
+                    continue;
+                }
+                self.apply_record(task, &record, decoded, wall, &mut cycle, &mut emitted);
+                task.mark_included(record.source, record.position.offset);
+                touched.insert(task_id);
+                if let Some(at) = record.appended_at {
+                    cycle.appended_at.push(at);
+                }
+                self.publish(task_id, &mut emitted, &mut cycle, Some(&record.position));
+            }
+        }
+        for (task_id, task) in tasks.iter_mut() {
+            for source in Source::ALL {
+                task.set_backlog(source, (health.backlog)(source, *task_id));
+                if health.brokers_down {
+                    task.touch(source, wall);
+                }
+            }
+            task.tick(wall, &mut emitted);
+            if !emitted.is_empty() {
+                touched.insert(*task_id);
+            }
+            self.publish(*task_id, &mut emitted, &mut cycle, None);
+            publish_task_gauges(*task_id, task);
+            if touched.contains(task_id) {
+                let mut changes = task.take_changelog();
+                if self.guarantee == Guarantee::AtLeastOnce {
+                    // Not one transaction: framed so that a crash mid-flush is harmless.
+                    changes = changelog::write_ahead(task.changelog_cycle(), changes);
+                }
+                counter!(telemetry::CHANGELOG_RECORDS, "task" => task_id.to_string())
+                    .increment(changes.len() as u64);
+                cycle.changelog.extend(
+                    changes
+                        .into_iter()
+                        .map(|(key, value)| (*task_id, key, value)),
+                );
+            }
+        }
+        cycle
+    }
+
+    fn apply_record(
+        &self,
+        task: &mut Task,
+        record: &InputRecord,
+        decoded: Result<Event, DecodeError>,
+        wall: EventTime,
+        cycle: &mut Cycle,
+        emitted: &mut Vec<Emitted>,
+    ) {
+        let counters = &self.counters[record.source.index()];
+        let event = match decoded {
+            Ok(event) => event,
+            Err(error) => {
+                counters.invalid(error.reason());
+                debug!(
+                    topic = %record.position.topic,
+                    partition = record.position.partition,
+                    offset = record.position.offset,
+                    reason = error.reason(),
+                    "record rejected to the dead-letter topic"
+                );
+                task.touch(record.source, wall);
+                cycle
+                    .outputs
+                    .push(self.encoder.dead_letter(&DeadLetter::rejected(
+                        &record.position,
+                        record.key.as_deref(),
+                        record.value.as_deref(),
+                        &record.headers,
+                        &error,
+                    )));
+                return;
+            }
+        };
+        match task.apply(&event, wall, emitted) {
+            Outcome::Duplicate => counters.duplicate.increment(1),
+            Outcome::Applied {
+                profile,
+                measures,
+                late,
+            } => {
+                counters.processed.increment(1);
+                if late {
+                    counters.late.increment(1);
+                }
+                telemetry::count_event(&event, measures);
+                let position = Some(&record.position);
+                let encoder = &self.encoder;
+                cycle.outputs.push(
+                    encoder.within_limits(encoder.profile(profile, &record.position), position),
+                );
+                cycle.outputs.push(encoder.within_limits(
+                    encoder.enriched(&event, profile, &record.position),
+                    position,
+                ));
+                cycle.applied += 1;
+            }
+        }
+    }
+
+    /// Turns what a task emitted into output records (and window gauges);
+    /// `position` is the input record being applied, if any.
+    fn publish(
+        &mut self,
+        task: u32,
+        emitted: &mut Vec<Emitted>,
+        cycle: &mut Cycle,
+        position: Option<&SourcePosition>,
+    ) {
+        for item in emitted.drain(..) {
+            let record = match item {
+                Emitted::Window(window) => {
+                    self.gauges.publish(task, &window);
+                    let record = self.encoder.window(&window, task);
+                    cycle.finals.push((task, *window));
+                    self.encoder.within_limits(record, None)
+                }
+                Emitted::Signal(signal) => {
+                    counter!(telemetry::SIGNALS, "type" => signal.kind.name()).increment(1);
+                    self.encoder
+                        .within_limits(self.encoder.signal(&signal, position), position)
+                }
+                Emitted::Profile { profile, cause } => self
+                    .encoder
+                    .within_limits(self.encoder.profile_by_timer(&profile, &cause), position),
+            };
+            cycle.outputs.push(record);
+        }
+    }
+
+    /// Zeroes every gauge labelled with a task this instance no longer owns (the
+    /// task gauges, its restore progress and its window gauges): otherwise two
+    /// instances report the same task after a rebalance and `sum()` across pods
+    /// counts it twice.
+    pub fn zero_task_gauges(&mut self, task: u32) {
+        let label = task.to_string();
+        for (name, _) in TASK_GAUGES {
+            gauge!(name, "task" => label.clone()).set(0.0);
+        }
+        gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(0.0);
+        gauge!(telemetry::RESTORE_RATE, "task" => label).set(0.0);
+        self.gauges.zero_task(task, &self.window_names);
+    }
+}
+
+/// A gauge of one task's state and how to read it (`None`: nothing to report yet).
+type TaskGauge = (&'static str, fn(&Task) -> Option<f64>);
+
+/// Every gauge describing one task's state. Publishing and zeroing on revocation
+/// both walk this one list, so no gauge can be published and then left stale by
+/// an instance that lost the task.
+const TASK_GAUGES: [TaskGauge; 5] = [
+    (telemetry::WATERMARK, |task| {
+        let watermark = task.watermark();
+        (watermark != EventTime::MIN).then(|| watermark.millis() as f64 / 1000.0)
+    }),
+    (
+        telemetry::PROFILES,
+        |task| Some(task.profile_count() as f64),
+    ),
+    (telemetry::TICKETS_TRACKED, |task| {
+        Some(task.ticket_count() as f64)
+    }),
+    (telemetry::TIMERS_PENDING, |task| {
+        Some(task.timer_count() as f64)
+    }),
+    (telemetry::WINDOWS_SKIPPED, |task| {
+        Some(task.windows_skipped() as f64)
+    }),
+];
+
+/// Sets every [`TASK_GAUGES`] of a task this instance owns.
+fn publish_task_gauges(id: u32, task: &Task) {
+    let label = id.to_string();
+    for (name, read) in TASK_GAUGES {
+        if let Some(value) = read(task) {
+            gauge!(name, "task" => label.clone()).set(value);
+        }
+    }
+}
+
+/// Takes the head with the smallest `occurred_at` among a task's three partitions;
+/// records that failed to decode have no event time and go first.
+fn pop_earliest<T>(
+    queues: &mut [VecDeque<(T, Result<Event, DecodeError>)>; 3],
+) -> Option<(T, Result<Event, DecodeError>)> {
+    let mut best: Option<(usize, Option<EventTime>)> = None;
+    for (index, queue) in queues.iter().enumerate() {
+        let Some((_, head)) = queue.front() else {
+            continue;
+        };
+        let time = head.as_ref().ok().map(|event| event.occurred_at);
+        let better = match best {
+            None => true,
+            Some((_, best_time)) => match (time, best_time) {
+                (None, Some(_)) => true,
+                (Some(time), Some(best_time)) => time < best_time,
+                _ => false,
+            },
+        };
+        if better {
+            best = Some((index, time));
+        }
+    }
+    best.and_then(|(index, _)| queues[index].pop_front())
+}
