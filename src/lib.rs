@@ -17,6 +17,7 @@
 //! synthetic traffic.
 
 pub mod cli;
+pub mod commit;
 pub mod config;
 pub mod decode;
 pub mod demo;

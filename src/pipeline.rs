@@ -1,17 +1,10 @@
 //! Pipeline: runs the data's path on its own thread.
 //!
-//! Each cycle polls a batch of records, decodes them, hands each task its
-//! records in `occurred_at` order (merging its three partitions), sends every
-//! output through the one producer, and queues a checkpoint.
-//!
-//! Delivery guarantee (at-least-once outputs, effectively-once state): the
-//! committer awaits the delivery of every output of a checkpoint, in order,
-//! then writes the changelog records of the state those records produced,
-//! awaits them, and only then stores the offsets of the records; librdkafka
-//! commits stored offsets. A crash therefore replays records whose outputs may
-//! already be out (the replayed outputs carry the same deterministic
-//! `event_id`), and the restored state says which input offsets it already
-//! includes, so a replayed record changes profiles and windows only once.
+//! Each cycle polls a batch of input records (`source`), processes it with no
+//! Kafka in the way (`process`: merge by event time, decode, apply, encode),
+//! and hands the result to the commit strategy of the configured guarantee
+//! (`commit`: at-least-once or exactly-once). Start-up checks, broker health,
+//! rebalances with their restores, and the drain at shutdown live here too.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,25 +13,23 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use metrics::{counter, gauge, histogram};
+use metrics::gauge;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message, OwnedMessage};
-use rdkafka::producer::DeliveryFuture;
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
-use tracing::{debug, error, info, warn};
+use rdkafka::message::Message;
+use tracing::{info, warn};
 
+use crate::commit::{AtLeastOnce, CommitStrategy, ExactlyOnce};
 use crate::config::{ClientRole, Config, Guarantee};
 use crate::event::{EventTime, Source};
-use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition, PRODUCER_MAX_RECORD_BYTES};
+use crate::output::{Encoder, SourcePosition, PRODUCER_MAX_RECORD_BYTES};
 use crate::process::{Cycle, InputHealth, InputRecord, Processor};
 use crate::sink::Sink;
 use crate::source::{self, Assignment, InputConsumer};
 use crate::task::{Task, TaskSettings};
 use crate::telemetry;
 use crate::window::FinalWindow;
-use crate::{fault, restore, topics};
+use crate::{restore, topics};
 
 /// State shared between the pipeline thread, the HTTP server and the demo.
 #[derive(Default)]
@@ -172,16 +163,6 @@ pub fn start(
     })
 }
 
-/// Outputs of one cycle and the offsets they complete.
-struct Checkpoint {
-    deliveries: Vec<(String, DeliveryFuture)>,
-    /// State changes to write once the outputs are delivered: (task, key, value).
-    changelog: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
-    /// (topic, partition) → next offset to consume.
-    offsets: BTreeMap<(String, i32), i64>,
-    appended_at: Vec<i64>,
-}
-
 /// The processing loop and everything it owns.
 struct Loop {
     config: Config,
@@ -231,18 +212,24 @@ impl Loop {
     }
 
     fn run(mut self) -> anyhow::Result<()> {
-        let (checkpoints, receiver) = mpsc::channel(64);
-        let committer = self.runtime.spawn(commit_delivered(
-            self.consumer.clone(),
-            self.sink.clone(),
-            self.encoder.clone(),
-            self.config.topics.changelog.clone(),
-            receiver,
-        ));
-        let result = self.cycle_until_stopped(&checkpoints, &committer);
-        // Drain: every queued checkpoint is awaited and stored, then committed.
-        drop(checkpoints);
-        let drained = self.runtime.block_on(committer);
+        let changelog = self.config.topics.changelog.clone();
+        let mut strategy: Box<dyn CommitStrategy> = match self.config.processing.guarantee {
+            Guarantee::AtLeastOnce => Box::new(AtLeastOnce::start(
+                self.consumer.clone(),
+                self.sink.clone(),
+                self.encoder.clone(),
+                changelog,
+                self.runtime.clone(),
+            )),
+            Guarantee::ExactlyOnce => Box::new(ExactlyOnce::new(
+                self.consumer.clone(),
+                self.sink.clone(),
+                changelog,
+            )),
+        };
+        let result = self.cycle_until_stopped(strategy.as_mut());
+        // Drain: everything handed over becomes durable, then offsets are committed.
+        let drained = strategy.finish();
         if let Err(error) = self.sink.flush(self.config.processing.shutdown_timeout) {
             warn!(%error, "producer flush at shutdown failed");
         }
@@ -258,104 +245,24 @@ impl Loop {
         self.consumer.unsubscribe();
         self.shared.ready.store(false, Ordering::SeqCst);
         result?;
-        drained.context("committer task")??;
+        drained?;
         info!("pipeline stopped");
         Ok(())
     }
 
-    fn cycle_until_stopped(
-        &mut self,
-        checkpoints: &mpsc::Sender<Checkpoint>,
-        committer: &tokio::task::JoinHandle<anyhow::Result<()>>,
-    ) -> anyhow::Result<()> {
+    /// Poll, process, commit, until asked to stop.
+    fn cycle_until_stopped(&mut self, strategy: &mut dyn CommitStrategy) -> anyhow::Result<()> {
         while !self.shared.stop.load(Ordering::SeqCst) {
-            if committer.is_finished() {
-                anyhow::bail!(
-                    "output delivery failed; stopping so that no offset passes undelivered work"
-                );
-            }
+            strategy.check()?;
             let records = self.poll_batch();
             self.check_brokers()?;
             self.apply_assignment_changes()?;
             let cycle = self.process(records);
-            if cycle.is_empty() {
-                continue;
-            }
-            if self.config.processing.guarantee == Guarantee::ExactlyOnce {
-                self.commit_transaction(cycle)?;
-                continue;
-            }
-            let mut deliveries = Vec::with_capacity(cycle.outputs.len());
-            for record in &cycle.outputs {
-                let delivery = self
-                    .sink
-                    .send(record)
-                    .with_context(|| format!("queueing a record for {}", record.topic))?;
-                deliveries.push((record.topic.clone(), delivery));
-            }
-            let checkpoint = Checkpoint {
-                deliveries,
-                changelog: cycle.changelog,
-                offsets: cycle.offsets,
-                appended_at: cycle.appended_at,
-            };
-            if checkpoints.blocking_send(checkpoint).is_err() {
-                anyhow::bail!("the committer stopped");
+            if !cycle.is_empty() {
+                strategy.commit(cycle)?;
             }
         }
         Ok(())
-    }
-
-    /// Exactly-once: outputs, changelog and input offsets of one cycle in one transaction.
-    /// Any failure aborts it and stops the pipeline; the restart restores the state of
-    /// the last committed transaction and replays from its offsets.
-    fn commit_transaction(&mut self, cycle: Cycle) -> anyhow::Result<()> {
-        let timeout = Duration::from_secs(30);
-        let group = self
-            .consumer
-            .group_metadata()
-            .context("no consumer group metadata for the transaction")?;
-        self.sink.begin().context("beginning a transaction")?;
-        let result = (|| -> anyhow::Result<()> {
-            for record in &cycle.outputs {
-                self.sink.send(record)?;
-            }
-            for (task, key, value) in &cycle.changelog {
-                self.sink.send_state(
-                    &self.config.topics.changelog,
-                    *task as i32,
-                    key,
-                    value.as_deref(),
-                )?;
-                fault::changelog_record_queued(|| {
-                    let _ = self.sink.flush(timeout);
-                });
-            }
-            let mut offsets = TopicPartitionList::new();
-            for ((topic, partition), next) in &cycle.offsets {
-                offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-            }
-            self.sink.commit(&offsets, &group, timeout)?;
-            Ok(())
-        })();
-        match result {
-            Ok(()) => {
-                counter!(telemetry::COMMITS, "result" => "transaction").increment(1);
-                for record in &cycle.outputs {
-                    counter!(telemetry::RECORDS_PRODUCED, "topic" => record.topic.clone())
-                        .increment(1);
-                }
-                Ok(())
-            }
-            Err(error) => {
-                if let Err(abort) = self.sink.abort(timeout) {
-                    warn!(%abort, "aborting the transaction failed");
-                }
-                Err(error.context(
-                    "transaction failed (aborted); restart replays from the last committed one",
-                ))
-            }
-        }
     }
 
     /// Fails once every broker has been unreachable for `kafka.unreachable_timeout`;
@@ -413,7 +320,7 @@ impl Loop {
                     let Some(source) = self.config.topics.source_of(message.topic()) else {
                         continue;
                     };
-                    let headers = owned_headers(&message);
+                    let headers = source::owned_headers(&message);
                     records.push(InputRecord {
                         source,
                         position: SourcePosition {
@@ -507,141 +414,4 @@ impl Loop {
         }
         cycle
     }
-}
-
-/// Awaits the deliveries of each checkpoint in order, then writes and awaits its
-/// state changes, then stores its offsets.
-async fn commit_delivered(
-    consumer: Arc<InputConsumer>,
-    sink: Sink,
-    encoder: Encoder,
-    changelog_topic: String,
-    mut checkpoints: mpsc::Receiver<Checkpoint>,
-) -> anyhow::Result<()> {
-    while let Some(mut checkpoint) = checkpoints.recv().await {
-        let refused = await_deliveries(std::mem::take(&mut checkpoint.deliveries)).await?;
-        // Records the brokers refuse for good become dead letters, never a crash loop.
-        let mut replacements = Vec::with_capacity(refused.len());
-        for (error, message) in refused {
-            let letter = dead_letter_of_refused(&encoder, &error, &message);
-            let delivery = sink
-                .send(&letter)
-                .context("queueing the dead letter of a refused record")?;
-            replacements.push((letter.topic, delivery));
-        }
-        let still_refused = await_deliveries(replacements).await?;
-        if let Some((error, message)) = still_refused.first() {
-            anyhow::bail!(
-                "the dead-letter topic refused the dead letter of a record refused by {}: {error}",
-                message.topic()
-            );
-        }
-        let mut state_deliveries = Vec::with_capacity(checkpoint.changelog.len());
-        for (task, key, value) in &checkpoint.changelog {
-            let delivery = sink
-                .send_state(&changelog_topic, *task as i32, key, value.as_deref())
-                .context("queueing a changelog record")?;
-            state_deliveries.push((changelog_topic.clone(), delivery));
-            fault::changelog_record_queued(|| {
-                let _ = sink.flush(Duration::from_secs(30));
-            });
-        }
-        // State is never replaced by a dead letter: without it results would be wrong.
-        if let Some((error, _)) = await_deliveries(state_deliveries).await?.first() {
-            anyhow::bail!("the changelog refused a state record: {error}");
-        }
-        let now = EventTime::now().millis();
-        for appended in checkpoint.appended_at {
-            histogram!(telemetry::PROCESSING_LATENCY)
-                .record((now - appended).max(0) as f64 / 1000.0);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &checkpoint.offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-        }
-        if let Err(error) = consumer.store_offsets(&tpl) {
-            // Partitions revoked meanwhile: their new owner replays them (at-least-once).
-            debug!(%error, "offsets not stored");
-        }
-    }
-    Ok(())
-}
-
-/// Awaits deliveries in order; returns the records the brokers refused for good
-/// (too large, invalid); any other failure stops the committer.
-async fn await_deliveries(
-    deliveries: Vec<(String, DeliveryFuture)>,
-) -> anyhow::Result<Vec<(KafkaError, OwnedMessage)>> {
-    let mut refused = Vec::new();
-    for (topic, delivery) in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => counter!(telemetry::RECORDS_PRODUCED, "topic" => topic).increment(1),
-            Ok(Err((error, message))) => {
-                counter!(telemetry::PRODUCE_ERRORS).increment(1);
-                if refused_for_good(&error) {
-                    warn!(%error, %topic, "the broker refused an output record; it goes to the dead-letter topic");
-                    refused.push((error, message));
-                    continue;
-                }
-                error!(%error, %topic, "output delivery failed");
-                anyhow::bail!("delivery to {topic} failed: {error}");
-            }
-            Err(_) => anyhow::bail!("the producer dropped a delivery"),
-        }
-    }
-    Ok(refused)
-}
-
-/// Errors that no retry or restart can cure: the record itself is unacceptable.
-fn refused_for_good(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::MessageBatchTooLarge
-        )
-    )
-}
-
-/// A record's headers, copied out of librdkafka's buffer (a null header value is empty).
-fn owned_headers(message: &impl Message) -> Vec<(String, Vec<u8>)> {
-    message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|header| {
-                    (
-                        header.key.to_string(),
-                        header.value.unwrap_or_default().to_vec(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The dead letter of an output record the brokers refused: its key and headers
-/// (with its deterministic `ce_id`), without its value.
-fn dead_letter_of_refused(
-    encoder: &Encoder,
-    error: &KafkaError,
-    message: &OwnedMessage,
-) -> OutputRecord {
-    let headers = owned_headers(message);
-    let value_bytes = message.payload().map_or(0, <[u8]>::len);
-    encoder.dead_letter(&DeadLetter {
-        position: None,
-        key: message.key(),
-        value: None,
-        headers: &headers,
-        reason: "output_refused",
-        message: format!(
-            "topic {} refused a record of {value_bytes} value bytes: {error}",
-            message.topic()
-        ),
-    })
 }

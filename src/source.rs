@@ -330,3 +330,22 @@ pub fn check_co_partitioning(
     }
     Ok(counts[0].1)
 }
+
+/// A record's headers, copied out of librdkafka's buffer (a null header value is empty).
+pub fn owned_headers(message: &impl rdkafka::message::Message) -> Vec<(String, Vec<u8>)> {
+    use rdkafka::message::Headers as _;
+    message
+        .headers()
+        .map(|headers| {
+            headers
+                .iter()
+                .map(|header| {
+                    (
+                        header.key.to_string(),
+                        header.value.unwrap_or_default().to_vec(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
