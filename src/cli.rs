@@ -15,8 +15,7 @@ use crate::config::Config;
 use crate::event::EventTime;
 use crate::generate::population::PopulationConfig;
 use crate::generate::{self, GenerateOptions};
-use crate::pipeline::{self, Running, Shared};
-use crate::{demo, http, telemetry, topics};
+use crate::{demo, service, telemetry, topics};
 
 /// cxpulse: customer events from Kafka in; unified profiles, rolling CX windows, Prometheus metrics and derived events out.
 #[derive(Debug, Parser)]
@@ -137,7 +136,11 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run(load(&args)?).await,
             Command::CheckConfig(args) => check_config(&args),
             Command::Generate(args) => generate(args).await,
-            Command::Demo(args) => demo::run(args.population, args.partitions, args.listen).await,
+            Command::Demo(args) => {
+                // The demo runs the default processing config.
+                let options = args.population.options(&Config::default(), 0);
+                demo::run(options, args.partitions, args.listen).await
+            }
         }
     });
     // Background threads of librdkafka must not keep a finished process alive.
@@ -181,65 +184,17 @@ fn toml_summary(config: &Config) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&value)?)
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-}
-
-/// Starts the pipeline for `config` with its HTTP server; returns once it is consuming.
-pub async fn start_service(config: &Config) -> anyhow::Result<Running> {
-    let metrics = telemetry::install_recorder()?;
-    let shared = Arc::new(Shared::default());
-    http::serve(config.http.listen, metrics, shared.clone()).await?;
-    let pipeline_config = config.clone();
-    let runtime = tokio::runtime::Handle::current();
-    let running =
-        tokio::task::spawn_blocking(move || pipeline::start(pipeline_config, runtime, shared))
-            .await
-            .context("pipeline start-up")??;
-    Ok(running)
-}
-
-/// Stops a pipeline and waits for it at most `timeout`.
-pub async fn stop_service(running: Running, timeout: Duration) -> anyhow::Result<()> {
-    running.stop();
-    let joined = tokio::task::spawn_blocking(move || running.join());
-    match tokio::time::timeout(timeout, joined).await {
-        Ok(result) => result.context("pipeline thread")?,
-        Err(_) => {
-            anyhow::bail!("shutdown took longer than processing.shutdown_timeout ({timeout:?})")
-        }
-    }
-}
-
 async fn run(config: Config) -> anyhow::Result<()> {
-    let running = start_service(&config).await?;
+    let running = service::start(&config).await?;
     info!("cxpulse running");
     let mut finished = tokio::time::interval(Duration::from_millis(200));
     tokio::select! {
-        _ = shutdown_signal() => info!("shutdown requested"),
+        _ = service::shutdown_signal() => info!("shutdown requested"),
         _ = async { loop { finished.tick().await; if running.is_finished() { break; } } } => {
             warn!("pipeline ended on its own");
         }
     }
-    stop_service(running, config.processing.shutdown_timeout).await
+    service::stop(running, config.processing.shutdown_timeout).await
 }
 
 async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
@@ -249,7 +204,7 @@ async fn generate(args: GenerateArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let signal_stop = stop.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        service::shutdown_signal().await;
         signal_stop.store(true, Ordering::SeqCst);
     });
     let report =

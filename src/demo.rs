@@ -11,17 +11,16 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 
-use crate::cli::{self, PopulationArgs};
 use crate::config::{Config, LogConfig};
-use crate::generate;
+use crate::generate::{self, GenerateOptions};
 use crate::pipeline::Shared;
 use crate::window::result::{mean_seconds, ratio};
 use crate::window::Aggregate;
-use crate::{telemetry, topics};
+use crate::{service, telemetry, topics};
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(
-    population: PopulationArgs,
+    options: GenerateOptions,
     partitions: i32,
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
@@ -42,7 +41,7 @@ pub async fn run(
     {
         cluster.create_topic(&spec.name, spec.partitions, 1)?;
     }
-    let running = cli::start_service(&config).await?;
+    let running = service::start(&config).await?;
     println!(
         "cxpulse demo: embedded broker at {}, metrics at http://{listen}/metrics, profiles at http://{listen}/v1/customers/cust-0000001",
         config.kafka.bootstrap_servers
@@ -50,7 +49,6 @@ pub async fn run(
     println!("Ctrl-C to stop.");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let options = population.options(&config, 0);
     let generator_config = config.clone();
     let generator_stop = stop.clone();
     let generator = tokio::task::spawn_blocking(move || {
@@ -61,7 +59,7 @@ pub async fn run(
     let mut last = (Instant::now(), 0u64);
     loop {
         tokio::select! {
-            _ = cli::shutdown_signal() => break,
+            _ = service::shutdown_signal() => break,
             _ = ticker.tick() => {
                 if running.is_finished() || generator.is_finished() {
                     break;
@@ -75,7 +73,7 @@ pub async fn run(
     }
     stop.store(true, Ordering::SeqCst);
     let _ = generator.await;
-    cli::stop_service(running, config.processing.shutdown_timeout).await?;
+    service::stop(running, config.processing.shutdown_timeout).await?;
     drop(cluster);
     Ok(())
 }

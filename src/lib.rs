@@ -29,6 +29,7 @@ pub mod output;
 pub mod pipeline;
 pub mod process;
 pub mod restore;
+pub mod service;
 pub mod sink;
 pub mod source;
 pub mod task;
