@@ -10,22 +10,21 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use metrics::gauge;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use tracing::{info, warn};
 
 use crate::commit::{AtLeastOnce, CommitStrategy, ExactlyOnce};
 use crate::config::{ClientRole, Config, Guarantee};
 use crate::event::{EventTime, Source};
-use crate::output::{Encoder, SourcePosition, PRODUCER_MAX_RECORD_BYTES};
+use crate::output::{Encoder, PRODUCER_MAX_RECORD_BYTES};
 use crate::process::{Cycle, InputHealth, InputRecord, Processor};
 use crate::sink::Sink;
-use crate::source::{self, Assignment, InputConsumer};
+use crate::source::{self, Assignment, InputConsumer, InputSource};
 use crate::task::{Task, TaskSettings};
 use crate::telemetry;
 use crate::window::FinalWindow;
@@ -173,8 +172,7 @@ struct Loop {
     settings: Arc<TaskSettings>,
     encoder: Encoder,
     processor: Processor,
-    /// Since when librdkafka reports every broker down, and when we last probed.
-    brokers_down: Option<(Instant, Instant)>,
+    input: InputSource,
 }
 
 impl Loop {
@@ -198,12 +196,13 @@ impl Loop {
             &config.kafka.client_id,
         )
         .with_limits(producer_max_bytes, record_limits);
+        let consumer = Arc::new(consumer);
         Loop {
             settings: Arc::new(TaskSettings::from_config(&config)),
             processor: Processor::new(&config, encoder.clone()),
             encoder,
-            brokers_down: None,
-            consumer: Arc::new(consumer),
+            input: InputSource::new(consumer.clone(), &config),
+            consumer,
             sink,
             shared,
             runtime,
@@ -254,8 +253,8 @@ impl Loop {
     fn cycle_until_stopped(&mut self, strategy: &mut dyn CommitStrategy) -> anyhow::Result<()> {
         while !self.shared.stop.load(Ordering::SeqCst) {
             strategy.check()?;
-            let records = self.poll_batch();
-            self.check_brokers()?;
+            let records = self.input.poll_batch();
+            self.input.check_brokers()?;
             self.apply_assignment_changes()?;
             let cycle = self.process(records);
             if !cycle.is_empty() {
@@ -263,83 +262,6 @@ impl Loop {
             }
         }
         Ok(())
-    }
-
-    /// Fails once every broker has been unreachable for `kafka.unreachable_timeout`;
-    /// until then librdkafka keeps retrying and a probe every few seconds notices recovery.
-    fn check_brokers(&mut self) -> anyhow::Result<()> {
-        let Some((since, probed)) = self.brokers_down else {
-            return Ok(());
-        };
-        let limit = self.config.kafka.unreachable_timeout;
-        if since.elapsed() >= limit {
-            anyhow::bail!(
-                "every Kafka broker has been unreachable for {:?} (kafka.unreachable_timeout); giving up",
-                since.elapsed()
-            );
-        }
-        if probed.elapsed() >= Duration::from_secs(5) {
-            if self
-                .consumer
-                .fetch_metadata(None, Duration::from_secs(2))
-                .is_ok()
-            {
-                info!("brokers reachable again");
-                self.brokers_down = None;
-            } else {
-                warn!(down_for = ?since.elapsed(), limit = ?limit, "brokers still unreachable; retrying");
-                self.brokers_down = Some((since, Instant::now()));
-            }
-        }
-        Ok(())
-    }
-
-    /// Polls up to `batch_max_records`, waiting at most `batch_max_wait` for the first.
-    fn poll_batch(&mut self) -> Vec<InputRecord> {
-        let processing = &self.config.processing;
-        let deadline = Instant::now() + processing.batch_max_wait;
-        let mut records = Vec::new();
-        while records.len() < processing.batch_max_records {
-            let wait = if records.is_empty() {
-                deadline.saturating_duration_since(Instant::now())
-            } else {
-                Duration::ZERO
-            };
-            match self.consumer.poll(wait) {
-                None => break,
-                Some(Err(error)) => {
-                    if let KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) = error {
-                        let now = Instant::now();
-                        self.brokers_down.get_or_insert((now, now));
-                    }
-                    warn!(%error, "consumer error");
-                    break;
-                }
-                Some(Ok(message)) => {
-                    self.brokers_down = None;
-                    let Some(source) = self.config.topics.source_of(message.topic()) else {
-                        continue;
-                    };
-                    let headers = source::owned_headers(&message);
-                    records.push(InputRecord {
-                        source,
-                        position: SourcePosition {
-                            topic: message.topic().to_string(),
-                            partition: message.partition(),
-                            offset: message.offset(),
-                        },
-                        key: message.key().map(<[u8]>::to_vec),
-                        value: message.payload().map(<[u8]>::to_vec),
-                        headers,
-                        appended_at: message.timestamp().to_millis(),
-                    });
-                }
-            }
-            if Instant::now() >= deadline && !records.is_empty() {
-                break;
-            }
-        }
-        records
     }
 
     /// Creates (restoring from the changelog) or drops tasks after a rebalance.
@@ -386,16 +308,11 @@ impl Loop {
     /// Applies a batch under the tasks lock (see [`Processor::process`]), then
     /// publishes the windows it made final to the live view.
     fn process(&mut self, records: Vec<InputRecord>) -> Cycle {
-        let consumer = self.consumer.clone();
-        let topics = &self.config.topics;
-        let backlog = |source: Source, task: u32| {
-            consumer
-                .context()
-                .has_backlog(topics.input(source), task as i32)
-        };
+        let input = &self.input;
+        let backlog = |source: Source, task: u32| input.has_backlog(source, task);
         let health = InputHealth {
             backlog: &backlog,
-            brokers_down: self.brokers_down.is_some(),
+            brokers_down: self.input.brokers_down(),
         };
         let shared = self.shared.clone();
         let mut cycle = {

@@ -12,18 +12,22 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
 // `Producer` provides the probe's `context()`.
 use rdkafka::producer::{BaseProducer, Producer as _};
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tracing::{info, warn};
+
+use crate::output::SourcePosition;
+use crate::process::InputRecord;
 
 use crate::config::{ClientRole, Config, ConfigError, GroupProtocol};
 use crate::event::Source;
@@ -348,4 +352,118 @@ pub fn owned_headers(message: &impl rdkafka::message::Message) -> Vec<(String, V
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The input side of the loop: polls batches of input records off the
+/// consumer and tracks whether the brokers answer.
+pub struct InputSource {
+    consumer: std::sync::Arc<InputConsumer>,
+    topics: crate::config::TopicsConfig,
+    batch_max_records: usize,
+    batch_max_wait: Duration,
+    unreachable_timeout: Duration,
+    /// Since when librdkafka reports every broker down, and when we last probed.
+    brokers_down: Option<(Instant, Instant)>,
+}
+
+impl InputSource {
+    /// Batches of `config.processing`'s size from `consumer`.
+    pub fn new(consumer: std::sync::Arc<InputConsumer>, config: &Config) -> Self {
+        InputSource {
+            consumer,
+            topics: config.topics.clone(),
+            batch_max_records: config.processing.batch_max_records,
+            batch_max_wait: config.processing.batch_max_wait,
+            unreachable_timeout: config.kafka.unreachable_timeout,
+            brokers_down: None,
+        }
+    }
+
+    /// True while librdkafka reports every broker down.
+    pub fn brokers_down(&self) -> bool {
+        self.brokers_down.is_some()
+    }
+
+    /// Whether the broker holds unread records of `source`'s partition `task`.
+    pub fn has_backlog(&self, source: Source, task: u32) -> bool {
+        self.consumer
+            .context()
+            .has_backlog(self.topics.input(source), task as i32)
+    }
+
+    /// Fails once every broker has been unreachable for `kafka.unreachable_timeout`;
+    /// until then librdkafka keeps retrying and a probe every few seconds notices recovery.
+    pub fn check_brokers(&mut self) -> anyhow::Result<()> {
+        let Some((since, probed)) = self.brokers_down else {
+            return Ok(());
+        };
+        let limit = self.unreachable_timeout;
+        if since.elapsed() >= limit {
+            anyhow::bail!(
+                "every Kafka broker has been unreachable for {:?} (kafka.unreachable_timeout); giving up",
+                since.elapsed()
+            );
+        }
+        if probed.elapsed() >= Duration::from_secs(5) {
+            if self
+                .consumer
+                .fetch_metadata(None, Duration::from_secs(2))
+                .is_ok()
+            {
+                info!("brokers reachable again");
+                self.brokers_down = None;
+            } else {
+                warn!(down_for = ?since.elapsed(), limit = ?limit, "brokers still unreachable; retrying");
+                self.brokers_down = Some((since, Instant::now()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls up to `batch_max_records`, waiting at most `batch_max_wait` for the first.
+    pub fn poll_batch(&mut self) -> Vec<InputRecord> {
+        let deadline = Instant::now() + self.batch_max_wait;
+        let mut records = Vec::new();
+        while records.len() < self.batch_max_records {
+            let wait = if records.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            match self.consumer.poll(wait) {
+                None => break,
+                Some(Err(error)) => {
+                    if let KafkaError::Global(RDKafkaErrorCode::AllBrokersDown) = error {
+                        let now = Instant::now();
+                        self.brokers_down.get_or_insert((now, now));
+                    }
+                    warn!(%error, "consumer error");
+                    break;
+                }
+                Some(Ok(message)) => {
+                    self.brokers_down = None;
+                    let Some(source) = self.topics.source_of(message.topic()) else {
+                        continue;
+                    };
+                    let headers = owned_headers(&message);
+                    records.push(InputRecord {
+                        source,
+                        position: SourcePosition {
+                            topic: message.topic().to_string(),
+                            partition: message.partition(),
+                            offset: message.offset(),
+                        },
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().map(<[u8]>::to_vec),
+                        headers,
+                        appended_at: message.timestamp().to_millis(),
+                    });
+                }
+            }
+            if Instant::now() >= deadline && !records.is_empty() {
+                break;
+            }
+        }
+        records
+    }
 }
