@@ -291,14 +291,8 @@ async fn joining_during_a_restore(guarantee: Guarantee, name: &str) {
     first.signal("CONT");
     let frozen_for = frozen.elapsed();
     assert!(subscribed, "the second instance never subscribed");
+    common::instance::wait_tasks_shared(&first_address, &second_address, partitions).await;
     let assigned = |address: &str| metric(address, "cxpulse_tasks_assigned").unwrap_or(0.0);
-    let split = common::eventually(Duration::from_secs(120), || {
-        assigned(&first_address) >= 1.0
-            && assigned(&second_address) >= 1.0
-            && assigned(&first_address) + assigned(&second_address) == partitions as f64
-    })
-    .await;
-    assert!(split, "the two instances never shared the tasks");
     first.wait_ready().await;
     second.wait_ready().await;
     let joined = last_logged(&second_log, "inputs are co-partitioned; subscribed")

@@ -57,6 +57,12 @@ async fn sigterm_with_outputs_in_flight(guarantee: Guarantee, name: &str) {
     if guarantee == Guarantee::ExactlyOnce {
         config.kafka.transactional_id = format!("cxpulse-{name}-{}", std::process::id());
     }
+    // Outputs wait a second in the producer before they are sent: at SIGTERM, right
+    // after consumption starts, they are certainly still in flight.
+    config.kafka.producer.insert(
+        "linger.ms".into(),
+        cxpulse::config::PropertyValue::Text("1000".into()),
+    );
     let partitions = 3;
     broker.create_topics(&config, partitions).await;
     let (events, expected) = common::fault_workload(1000, 20, name);

@@ -160,14 +160,7 @@ async fn per_task_gauges_add_up_across_instances_after_a_rebalance() {
 
     // Scale out: the second instance takes two of the four tasks.
     let mut second = Instance::start(&config, &second_address, &second_log);
-    let assigned = |address: &str| metric(address, "cxpulse_tasks_assigned").unwrap_or(0.0);
-    let split = common::eventually(Duration::from_secs(120), || {
-        assigned(&first_address) >= 1.0
-            && assigned(&second_address) >= 1.0
-            && assigned(&first_address) + assigned(&second_address) == partitions as f64
-    })
-    .await;
-    assert!(split, "the two instances never shared the tasks");
+    common::instance::wait_tasks_shared(&first_address, &second_address, partitions).await;
     first.wait_ready().await;
     second.wait_ready().await;
     let (first_owns, second_owns) = (owned(&first_log), owned(&second_log));
@@ -224,7 +217,7 @@ async fn per_task_gauges_add_up_across_instances_after_a_rebalance() {
     // Scale in: the first instance takes every task back.
     second.terminate();
     let back = common::eventually(Duration::from_secs(120), || {
-        assigned(&first_address) == partitions as f64
+        metric(&first_address, "cxpulse_tasks_assigned") == Some(partitions as f64)
     })
     .await;
     assert!(back, "the first instance never took every task back");

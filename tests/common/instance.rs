@@ -176,3 +176,15 @@ pub fn group_caught_up(config: &Config, partitions: i32) -> bool {
         }
     })
 }
+
+/// Waits until two instances share all `partitions` tasks, each holding at least one.
+pub async fn wait_tasks_shared(first: &str, second: &str, partitions: i32) {
+    let assigned = |address: &str| metric(address, "cxpulse_tasks_assigned").unwrap_or(0.0);
+    let split = super::eventually(Duration::from_secs(120), || {
+        assigned(first) >= 1.0
+            && assigned(second) >= 1.0
+            && assigned(first) + assigned(second) == partitions as f64
+    })
+    .await;
+    assert!(split, "the two instances never shared the tasks");
+}

@@ -709,27 +709,19 @@ pub async fn produce_workload(
     config: &Config,
     events: &[WorkloadEvent],
 ) {
-    for chunk in events.chunks(5000) {
-        let mut deliveries = Vec::with_capacity(chunk.len());
-        for event in chunk {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "content-type",
-                value: Some("application/json"),
-            });
-            let record = FutureRecord::to(config.topics.input(event.source))
-                .key(event.customer.as_str())
-                .payload(&event.value)
-                .headers(headers);
-            deliveries.push(
-                producer
-                    .send_result(record)
-                    .map_err(|(e, _)| e)
-                    .expect("queue"),
-            );
-        }
-        for delivery in deliveries {
-            delivery.await.expect("delivered").expect("acknowledged");
-        }
+    produce_events(producer, config, events, Format::Json).await;
+}
+
+impl TestInput for WorkloadEvent {
+    fn key(&self) -> &str {
+        &self.customer
+    }
+    fn topic<'a>(&self, config: &'a Config) -> &'a str {
+        config.topics.input(self.source)
+    }
+    fn value(&self, _: Format) -> Vec<u8> {
+        // Written as JSON only.
+        self.value.clone()
     }
 }
 
