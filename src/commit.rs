@@ -49,6 +49,7 @@ pub trait CommitStrategy {
 
 /// At-least-once outputs, effectively-once state (see the module documentation).
 pub struct AtLeastOnce {
+    consumer: Arc<InputConsumer>,
     sink: Sink,
     runtime: tokio::runtime::Handle,
     checkpoints: mpsc::Sender<Checkpoint>,
@@ -66,13 +67,14 @@ impl AtLeastOnce {
     ) -> Self {
         let (checkpoints, receiver) = mpsc::channel(64);
         let committer = runtime.spawn(commit_delivered(
-            consumer,
+            consumer.clone(),
             sink.clone(),
             encoder,
             changelog_topic,
             receiver,
         ));
         AtLeastOnce {
+            consumer,
             sink,
             runtime,
             checkpoints,
@@ -115,12 +117,20 @@ impl CommitStrategy for AtLeastOnce {
     fn finish(self: Box<Self>) -> anyhow::Result<()> {
         // Every queued checkpoint is awaited and its offsets stored.
         let AtLeastOnce {
+            consumer,
             runtime,
             checkpoints,
             committer,
             ..
         } = *self;
         drop(checkpoints);
+        // Keep the consumer polled while the drain lasts (its partitions are paused, so
+        // no record comes; one that raced the pause is dropped, its offset never
+        // stored): a drain longer than `max.poll.interval.ms` would otherwise lose
+        // the assignment, and with it the final commit.
+        while !committer.is_finished() {
+            let _ = consumer.poll(Duration::from_millis(100));
+        }
         runtime.block_on(committer).context("committer task")?
     }
 }

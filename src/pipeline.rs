@@ -227,7 +227,16 @@ impl Loop {
             )),
         };
         let result = self.cycle_until_stopped(strategy.as_mut());
-        // Drain: everything handed over becomes durable, then offsets are committed.
+        // Stop fetching, then drain: everything handed over becomes durable, then
+        // offsets are committed.
+        match self.consumer.assignment() {
+            Ok(assignment) => {
+                if let Err(error) = self.consumer.pause(&assignment) {
+                    warn!(%error, "pausing the inputs for the drain failed");
+                }
+            }
+            Err(error) => warn!(%error, "no assignment to pause for the drain"),
+        }
         let drained = strategy.finish();
         if let Err(error) = self.sink.flush(self.config.processing.shutdown_timeout) {
             warn!(%error, "producer flush at shutdown failed");

@@ -57,11 +57,18 @@ async fn sigterm_with_outputs_in_flight(guarantee: Guarantee, name: &str) {
     if guarantee == Guarantee::ExactlyOnce {
         config.kafka.transactional_id = format!("cxpulse-{name}-{}", std::process::id());
     }
-    // Outputs wait a second in the producer before they are sent: at SIGTERM, right
-    // after consumption starts, they are certainly still in flight.
+    // Outputs wait three seconds in the producer before they are sent: at SIGTERM,
+    // right after consumption starts, they are certainly still in flight, and the
+    // at-least-once drain (outputs, then changelog, per queued cycle) outlasts
+    // max.poll.interval.ms (6 s here, the least librdkafka allows beside a 6 s session
+    // timeout), which must not cost the final commit.
     config.kafka.producer.insert(
         "linger.ms".into(),
-        cxpulse::config::PropertyValue::Text("1000".into()),
+        cxpulse::config::PropertyValue::Text("3000".into()),
+    );
+    config.kafka.consumer.insert(
+        "max.poll.interval.ms".into(),
+        cxpulse::config::PropertyValue::Text("6000".into()),
     );
     let partitions = 3;
     broker.create_topics(&config, partitions).await;
