@@ -351,7 +351,6 @@ pub fn check(
         late_inputs: delivered.iter().filter(|d| d.input.late).count(),
         ..Compared::default()
     };
-    let review_until = watermark - rules.lateness;
     let by_position: HashMap<&Position, &Delivered> =
         delivered.iter().map(|d| (&d.position, d)).collect();
     let mut failures: Vec<String> = Vec::new();
@@ -374,11 +373,7 @@ pub fn check(
             continue;
         }
         enriched_ids.insert(id, json);
-        let position = Position {
-            topic: s(&json["source_topic"]),
-            partition: json["source_partition"].as_i64().expect("source_partition") as i32,
-            offset: json["source_offset"].as_i64().expect("source_offset"),
-        };
+        let position = source_position(json);
         let Some(source) = by_position.get(&position) else {
             failures.push(format!("enriched record of no input: {json}"));
             continue;
@@ -462,15 +457,7 @@ pub fn check(
     );
 
     // The model of every customer, in that order.
-    let before_late = watermarks_before_late(delivered);
-    let replays: BTreeMap<&String, Replay> = order
-        .iter()
-        .map(|(customer, events)| {
-            let late_until = before_late[&events[0].1.partition] - rules.lateness;
-            let replay = model::replay(customer, events, rules, review_until, late_until);
-            (customer, replay)
-        })
-        .collect();
+    let replays = replays(delivered, &order, rules, watermark);
 
     // Windows, task by task: exactly the model's, nothing more.
     let mut observed: BTreeMap<(String, i64, i64), (Window, Value)> = BTreeMap::new();
@@ -771,11 +758,7 @@ pub fn minimum_signals(
         if !seen.insert(s(&json["event_id"])) {
             continue;
         }
-        let position = Position {
-            topic: s(&json["source_topic"]),
-            partition: json["source_partition"].as_i64().unwrap_or(-1) as i32,
-            offset: json["source_offset"].as_i64().unwrap_or(-1),
-        };
+        let position = source_position(json);
         if let Some(source) = by_position.get(&position) {
             order
                 .entry(source.input.customer.clone())
@@ -783,13 +766,9 @@ pub fn minimum_signals(
                 .push((&source.input, position));
         }
     }
-    let before_late = watermarks_before_late(delivered);
-    order
-        .iter()
-        .map(|(customer, events)| {
-            let late_until = before_late[&events[0].1.partition] - rules.lateness;
-            let until = watermark - rules.lateness;
-            let replay = model::replay(customer, events, rules, until, late_until);
+    replays(delivered, &order, rules, watermark)
+        .values()
+        .map(|replay| {
             replay
                 .steps
                 .iter()
@@ -798,6 +777,37 @@ pub fn minimum_signals(
                 + replay.breaches.len()
         })
         .sum()
+}
+
+/// Where the input of an enriched record was read from.
+fn source_position(json: &Value) -> Position {
+    Position {
+        topic: s(&json["source_topic"]),
+        partition: json["source_partition"].as_i64().expect("source_partition") as i32,
+        offset: json["source_offset"].as_i64().expect("source_offset"),
+    }
+}
+
+/// The model of every customer, replayed in the order the engine applied their
+/// events, for tasks whose watermark ended at `watermark`.
+fn replays<'a>(
+    delivered: &[Delivered],
+    order: &'a BTreeMap<String, Vec<(&Input, Position)>>,
+    rules: &Rules,
+    watermark: i64,
+) -> BTreeMap<&'a String, Replay> {
+    let before_late = watermarks_before_late(delivered);
+    order
+        .iter()
+        .map(|(customer, events)| {
+            let late_until = before_late[&events[0].1.partition] - rules.lateness;
+            let until = watermark - rules.lateness;
+            (
+                customer,
+                model::replay(customer, events, rules, until, late_until),
+            )
+        })
+        .collect()
 }
 
 /// Each task's watermark once every input but the late ones was applied: the
