@@ -1,137 +1,270 @@
 //! Commit strategies: how the outputs, state changes and input offsets of a
 //! processing [`Cycle`] become durable.
 //!
-//! - [`AtLeastOnce`]: every output is sent at once; a committer task awaits the
-//!   deliveries of each cycle in order, then writes and awaits the cycle's
-//!   changelog records, and only then stores its input offsets (librdkafka
-//!   commits stored offsets). A crash replays records whose outputs may already
-//!   be out (with the same deterministic ids); the restored state says which
-//!   input offsets it includes, so state and windows count each event once.
+//! - [`AtLeastOnce`]: every output is sent at once. The cycles handed over are
+//!   then settled in order, each through three stages: its outputs delivered
+//!   (records the brokers refuse for good replaced by dead letters), its state
+//!   changes written (when the cycle flushed the state, about once per
+//!   `kafka.commit_interval`), and only then its input offsets stored
+//!   (librdkafka commits stored offsets). Offsets wait for the next state flush:
+//!   an offset committed past state that is not in the changelog would lose
+//!   those events on a restart. A crash replays records whose outputs may
+//!   already be out (with the same deterministic ids); the restored state says
+//!   which input offsets it includes, so state and windows count each event once.
 //! - [`ExactlyOnce`]: outputs, changelog records and input offsets of a cycle in
 //!   one Kafka transaction; any failure aborts it and stops the pipeline, and
 //!   the restart resumes from the last committed transaction.
+//!
+//! Both run on the pipeline thread: the producer's delivery reports settle
+//! [`Batch`]es, and the at-least-once stages advance whenever the loop comes
+//! by, so nothing is awaited per record.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use metrics::{counter, histogram};
+use metrics::{counter, histogram, Histogram};
 use rdkafka::consumer::Consumer;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::producer::DeliveryFuture;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::mpsc;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use crate::event::EventTime;
 use crate::fault;
 use crate::output::{DeadLetter, Encoder, OutputRecord};
-use crate::process::Cycle;
-use crate::sink::Sink;
+use crate::process::{Cycle, StateChange};
+use crate::sink::{Batch, Sink};
 use crate::source::{owned_headers, InputConsumer};
 use crate::telemetry;
 
 /// How a cycle's work is made durable.
 pub trait CommitStrategy {
-    /// Fails when work already handed over can no longer become durable.
-    fn check(&self) -> anyhow::Result<()> {
+    /// Makes progress on work handed over; fails when some of it can no longer
+    /// become durable.
+    fn check(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
     /// Writes a cycle's outputs and state, and commits its input offsets once safe.
     fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()>;
-    /// At shutdown: waits until everything handed over is durable.
-    fn finish(self: Box<Self>) -> anyhow::Result<()> {
+    /// Waits until everything handed over is durable (at shutdown, and before a
+    /// restore reads the changelog).
+    fn settle(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
 }
+
+/// Cycles handed over and not yet settled before `commit` waits for the oldest.
+const MAX_PENDING_CYCLES: usize = 64;
 
 /// At-least-once outputs, effectively-once state (see the module documentation).
 pub struct AtLeastOnce {
     consumer: Arc<InputConsumer>,
     sink: Sink,
-    runtime: tokio::runtime::Handle,
-    checkpoints: mpsc::Sender<Checkpoint>,
-    committer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    encoder: Encoder,
+    changelog_topic: String,
+    /// Cycles handed over, oldest first.
+    pending: VecDeque<Checkpoint>,
+    /// Offsets of settled cycles whose state is not yet in a flush.
+    settled_offsets: BTreeMap<(String, i32), i64>,
+    latency: Histogram,
+}
+
+/// A cycle on its way to durability.
+struct Checkpoint {
+    stage: Stage,
+    /// The records of the current stage.
+    batch: Arc<Batch>,
+    /// State changes, written once the outputs are delivered.
+    changelog: Vec<StateChange>,
+    /// True when the cycle flushed the state (its changelog holds every change so far).
+    flushed: bool,
+    /// (topic, partition) → next offset to consume.
+    offsets: BTreeMap<(String, i32), i64>,
+    appended_at: Vec<i64>,
+}
+
+/// What a checkpoint waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The cycle's outputs.
+    Outputs,
+    /// Dead letters replacing outputs the brokers refused.
+    DeadLetters,
+    /// The cycle's state changes.
+    State,
 }
 
 impl AtLeastOnce {
-    /// Starts the committer task on `runtime`.
-    pub fn start(
+    /// Commits through `sink`, storing offsets on `consumer`.
+    pub fn new(
         consumer: Arc<InputConsumer>,
         sink: Sink,
         encoder: Encoder,
         changelog_topic: String,
-        runtime: tokio::runtime::Handle,
     ) -> Self {
-        let (checkpoints, receiver) = mpsc::channel(64);
-        let committer = runtime.spawn(commit_delivered(
-            consumer.clone(),
-            sink.clone(),
-            encoder,
-            changelog_topic,
-            receiver,
-        ));
         AtLeastOnce {
             consumer,
             sink,
-            runtime,
-            checkpoints,
-            committer,
+            encoder,
+            changelog_topic,
+            pending: VecDeque::new(),
+            settled_offsets: BTreeMap::new(),
+            latency: histogram!(telemetry::PROCESSING_LATENCY),
+        }
+    }
+
+    /// Moves the oldest checkpoints through their stages as far as their deliveries allow.
+    fn advance(&mut self) -> anyhow::Result<()> {
+        while let Some(mut checkpoint) = self.pending.pop_front() {
+            if !checkpoint.batch.is_settled() {
+                self.pending.push_front(checkpoint);
+                break;
+            }
+            let failures = checkpoint.batch.take_failures();
+            if let Some((error, topic)) = failures.failed {
+                anyhow::bail!(
+                    "delivery to {topic} failed: {error}; stopping so that no offset passes undelivered work"
+                );
+            }
+            match checkpoint.stage {
+                Stage::Outputs => {
+                    let now = EventTime::now().millis();
+                    for appended in &checkpoint.appended_at {
+                        self.latency
+                            .record((now - appended).max(0) as f64 / 1000.0);
+                    }
+                    if failures.refused.is_empty() {
+                        self.write_state(&mut checkpoint)?;
+                    } else {
+                        // Records the brokers refuse for good become dead letters, never a crash loop.
+                        let batch = Batch::new();
+                        for (error, message) in &failures.refused {
+                            warn!(%error, topic = message.topic(), "the broker refused an output record; it goes to the dead-letter topic");
+                            let letter = dead_letter_of_refused(&self.encoder, error, message);
+                            self.sink
+                                .send(&letter, &batch)
+                                .context("queueing the dead letter of a refused record")?;
+                        }
+                        checkpoint.batch = batch;
+                        checkpoint.stage = Stage::DeadLetters;
+                    }
+                }
+                Stage::DeadLetters => {
+                    if let Some((error, message)) = failures.refused.first() {
+                        anyhow::bail!(
+                            "the dead-letter topic refused the dead letter of a record refused by {}: {error}",
+                            message.topic()
+                        );
+                    }
+                    self.write_state(&mut checkpoint)?;
+                }
+                Stage::State => {
+                    // State is never replaced by a dead letter: without it results would be wrong.
+                    if let Some((error, _)) = failures.refused.first() {
+                        anyhow::bail!("the changelog refused a state record: {error}");
+                    }
+                    self.settled_offsets.extend(checkpoint.offsets);
+                    if checkpoint.flushed {
+                        self.store_offsets()?;
+                    }
+                    continue;
+                }
+            }
+            self.pending.push_front(checkpoint);
+        }
+        Ok(())
+    }
+
+    /// Queues the checkpoint's state changes; its outputs are delivered.
+    fn write_state(&self, checkpoint: &mut Checkpoint) -> anyhow::Result<()> {
+        let batch = Batch::new();
+        for (task, key, value) in &checkpoint.changelog {
+            self.sink
+                .send_state(
+                    &self.changelog_topic,
+                    *task as i32,
+                    key,
+                    value.as_deref(),
+                    &batch,
+                )
+                .context("queueing a changelog record")?;
+            fault::changelog_record_queued(|| {
+                let _ = self.sink.flush(Duration::from_secs(30));
+            });
+        }
+        checkpoint.changelog = Vec::new();
+        checkpoint.batch = batch;
+        checkpoint.stage = Stage::State;
+        Ok(())
+    }
+
+    /// Stores the offsets of every settled cycle, all of whose state is now durable.
+    fn store_offsets(&mut self) -> anyhow::Result<()> {
+        if self.settled_offsets.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in std::mem::take(&mut self.settled_offsets) {
+            tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
+        }
+        if let Err(error) = self.consumer.store_offsets(&tpl) {
+            // Partitions revoked meanwhile: their new owner replays them (at-least-once).
+            debug!(%error, "offsets not stored");
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest checkpoint's current stage (keeping the consumer
+    /// polled, so that a long wait does not cost the assignment).
+    fn wait_for_oldest(&mut self) {
+        if let Some(oldest) = self.pending.front() {
+            let batch = oldest.batch.clone();
+            self.sink.wait(&batch, Duration::from_millis(100));
+            // The inputs are paused while draining; a record that raced the pause
+            // is dropped here, its offset never stored.
+            let _ = self.consumer.poll(Duration::ZERO);
         }
     }
 }
 
 impl CommitStrategy for AtLeastOnce {
-    fn check(&self) -> anyhow::Result<()> {
-        if self.committer.is_finished() {
-            anyhow::bail!(
-                "output delivery failed; stopping so that no offset passes undelivered work"
-            );
-        }
-        Ok(())
+    fn check(&mut self) -> anyhow::Result<()> {
+        self.advance()
     }
 
     fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()> {
-        let mut deliveries = Vec::with_capacity(cycle.outputs.len());
-        for record in &cycle.outputs {
-            let delivery = self
-                .sink
-                .send(record)
-                .with_context(|| format!("queueing a record for {}", record.topic))?;
-            deliveries.push((record.topic.clone(), delivery));
+        self.advance()?;
+        while self.pending.len() >= MAX_PENDING_CYCLES {
+            self.wait_for_oldest();
+            self.advance()?;
         }
-        let checkpoint = Checkpoint {
-            deliveries,
+        let batch = Batch::new();
+        for record in &cycle.outputs {
+            self.sink
+                .send(record, &batch)
+                .with_context(|| format!("queueing a record for {}", record.topic))?;
+        }
+        self.pending.push_back(Checkpoint {
+            stage: Stage::Outputs,
+            batch,
             changelog: cycle.changelog,
+            flushed: cycle.flushed,
             offsets: cycle.offsets,
             appended_at: cycle.appended_at,
-        };
-        if self.checkpoints.blocking_send(checkpoint).is_err() {
-            anyhow::bail!("the committer stopped");
-        }
-        Ok(())
+        });
+        self.advance()
     }
 
-    fn finish(self: Box<Self>) -> anyhow::Result<()> {
-        // Every queued checkpoint is awaited and its offsets stored.
-        let AtLeastOnce {
-            consumer,
-            runtime,
-            checkpoints,
-            committer,
-            ..
-        } = *self;
-        drop(checkpoints);
-        // Keep the consumer polled while the drain lasts (its partitions are paused, so
-        // no record comes; one that raced the pause is dropped, its offset never
-        // stored): a drain longer than `max.poll.interval.ms` would otherwise lose
-        // the assignment, and with it the final commit.
-        while !committer.is_finished() {
-            let _ = consumer.poll(Duration::from_millis(100));
+    fn settle(&mut self) -> anyhow::Result<()> {
+        loop {
+            self.advance()?;
+            if self.pending.is_empty() {
+                return Ok(());
+            }
+            self.wait_for_oldest();
         }
-        runtime.block_on(committer).context("committer task")?
     }
 }
 
@@ -164,13 +297,20 @@ impl CommitStrategy for ExactlyOnce {
             .group_metadata()
             .context("no consumer group metadata for the transaction")?;
         self.sink.begin().context("beginning a transaction")?;
+        // A failed delivery fails the commit: the transaction is then aborted.
+        let batch = Batch::new();
         let result = (|| -> anyhow::Result<()> {
             for record in &cycle.outputs {
-                self.sink.send(record)?;
+                self.sink.send(record, &batch)?;
             }
             for (task, key, value) in &cycle.changelog {
-                self.sink
-                    .send_state(&self.changelog_topic, *task as i32, key, value.as_deref())?;
+                self.sink.send_state(
+                    &self.changelog_topic,
+                    *task as i32,
+                    key,
+                    value.as_deref(),
+                    &batch,
+                )?;
                 fault::changelog_record_queued(|| {
                     let _ = self.sink.flush(timeout);
                 });
@@ -185,10 +325,6 @@ impl CommitStrategy for ExactlyOnce {
         match result {
             Ok(()) => {
                 counter!(telemetry::COMMITS, "result" => "transaction").increment(1);
-                for record in &cycle.outputs {
-                    counter!(telemetry::RECORDS_PRODUCED, "topic" => record.topic.clone())
-                        .increment(1);
-                }
                 Ok(())
             }
             Err(error) => {
@@ -201,113 +337,6 @@ impl CommitStrategy for ExactlyOnce {
             }
         }
     }
-}
-
-/// Outputs of one cycle and the offsets they complete.
-struct Checkpoint {
-    deliveries: Vec<(String, DeliveryFuture)>,
-    /// State changes to write once the outputs are delivered: (task, key, value).
-    changelog: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
-    /// (topic, partition) → next offset to consume.
-    offsets: BTreeMap<(String, i32), i64>,
-    appended_at: Vec<i64>,
-}
-
-/// Awaits the deliveries of each checkpoint in order, then writes and awaits its
-/// state changes, then stores its offsets.
-async fn commit_delivered(
-    consumer: Arc<InputConsumer>,
-    sink: Sink,
-    encoder: Encoder,
-    changelog_topic: String,
-    mut checkpoints: mpsc::Receiver<Checkpoint>,
-) -> anyhow::Result<()> {
-    while let Some(mut checkpoint) = checkpoints.recv().await {
-        let refused = await_deliveries(std::mem::take(&mut checkpoint.deliveries)).await?;
-        // Records the brokers refuse for good become dead letters, never a crash loop.
-        let mut replacements = Vec::with_capacity(refused.len());
-        for (error, message) in refused {
-            let letter = dead_letter_of_refused(&encoder, &error, &message);
-            let delivery = sink
-                .send(&letter)
-                .context("queueing the dead letter of a refused record")?;
-            replacements.push((letter.topic, delivery));
-        }
-        let still_refused = await_deliveries(replacements).await?;
-        if let Some((error, message)) = still_refused.first() {
-            anyhow::bail!(
-                "the dead-letter topic refused the dead letter of a record refused by {}: {error}",
-                message.topic()
-            );
-        }
-        let mut state_deliveries = Vec::with_capacity(checkpoint.changelog.len());
-        for (task, key, value) in &checkpoint.changelog {
-            let delivery = sink
-                .send_state(&changelog_topic, *task as i32, key, value.as_deref())
-                .context("queueing a changelog record")?;
-            state_deliveries.push((changelog_topic.clone(), delivery));
-            fault::changelog_record_queued(|| {
-                let _ = sink.flush(Duration::from_secs(30));
-            });
-        }
-        // State is never replaced by a dead letter: without it results would be wrong.
-        if let Some((error, _)) = await_deliveries(state_deliveries).await?.first() {
-            anyhow::bail!("the changelog refused a state record: {error}");
-        }
-        let now = EventTime::now().millis();
-        for appended in checkpoint.appended_at {
-            histogram!(telemetry::PROCESSING_LATENCY)
-                .record((now - appended).max(0) as f64 / 1000.0);
-        }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &checkpoint.offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-        }
-        if let Err(error) = consumer.store_offsets(&tpl) {
-            // Partitions revoked meanwhile: their new owner replays them (at-least-once).
-            debug!(%error, "offsets not stored");
-        }
-    }
-    Ok(())
-}
-
-/// Awaits deliveries in order; returns the records the brokers refused for good
-/// (too large, invalid); any other failure stops the committer.
-async fn await_deliveries(
-    deliveries: Vec<(String, DeliveryFuture)>,
-) -> anyhow::Result<Vec<(KafkaError, OwnedMessage)>> {
-    let mut refused = Vec::new();
-    for (topic, delivery) in deliveries {
-        match delivery.await {
-            Ok(Ok(_)) => counter!(telemetry::RECORDS_PRODUCED, "topic" => topic).increment(1),
-            Ok(Err((error, message))) => {
-                counter!(telemetry::PRODUCE_ERRORS).increment(1);
-                if refused_for_good(&error) {
-                    warn!(%error, %topic, "the broker refused an output record; it goes to the dead-letter topic");
-                    refused.push((error, message));
-                    continue;
-                }
-                error!(%error, %topic, "output delivery failed");
-                anyhow::bail!("delivery to {topic} failed: {error}");
-            }
-            Err(_) => anyhow::bail!("the producer dropped a delivery"),
-        }
-    }
-    Ok(refused)
-}
-
-/// Errors that no retry or restart can cure: the record itself is unacceptable.
-fn refused_for_good(error: &KafkaError) -> bool {
-    matches!(
-        error.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidMessageSize
-                | RDKafkaErrorCode::InvalidRecord
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::MessageBatchTooLarge
-        )
-    )
 }
 
 /// The dead letter of an output record the brokers refused: its key and headers

@@ -6,7 +6,11 @@
 //! the window identity, so a record produced again after a crash carries
 //! the same id and consumers can de-duplicate.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use prost::Message;
+use rdkafka::message::OwnedHeaders;
 
 use crate::config::TopicsConfig;
 use crate::decode::{DecodeError, Format};
@@ -35,17 +39,27 @@ impl SourcePosition {
     }
 }
 
+/// A record header: name and value, borrowed from static data where the
+/// encoder knows them up front (most CloudEvents headers), so that encoding a
+/// record allocates only what differs per record.
+pub type Header = (Cow<'static, str>, Cow<'static, [u8]>);
+
+/// A header with a fixed name.
+fn header(name: &'static str, value: impl Into<Cow<'static, [u8]>>) -> Header {
+    (Cow::Borrowed(name), value.into())
+}
+
 /// A record ready for the producer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputRecord {
     /// Destination topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Record key.
     pub key: Vec<u8>,
     /// Record value.
     pub value: Vec<u8>,
     /// Headers, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<Header>,
 }
 
 impl OutputRecord {
@@ -57,6 +71,27 @@ impl OutputRecord {
             .map(|(name, value)| name.len() + value.len() + 8)
             .sum();
         self.key.len() + self.value.len() + headers
+    }
+
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_ref())
+    }
+
+    /// The headers as librdkafka takes them.
+    pub fn kafka_headers(&self) -> OwnedHeaders {
+        self.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(self.headers.len()),
+            |headers, (key, value)| {
+                headers.insert(rdkafka::message::Header {
+                    key,
+                    value: Some(value.as_ref()),
+                })
+            },
+        )
     }
 }
 
@@ -71,7 +106,7 @@ pub struct DeadLetter<'a> {
     /// Original value.
     pub value: Option<&'a [u8]>,
     /// Original headers.
-    pub headers: &'a [(String, Vec<u8>)],
+    pub headers: &'a [Header],
     /// Stable snake_case reason (`cxpulse.error.reason`).
     pub reason: &'static str,
     /// Human text (`cxpulse.error.message`).
@@ -84,7 +119,7 @@ impl<'a> DeadLetter<'a> {
         position: &'a SourcePosition,
         key: Option<&'a [u8]>,
         value: Option<&'a [u8]>,
-        headers: &'a [(String, Vec<u8>)],
+        headers: &'a [Header],
         error: &DecodeError,
     ) -> Self {
         DeadLetter {
@@ -105,10 +140,20 @@ const FRAMING_BYTES: usize = 1024;
 /// librdkafka's default `message.max.bytes`.
 pub const PRODUCER_MAX_RECORD_BYTES: usize = 1_000_000;
 
+/// The output topics, shared by every record written to them.
+#[derive(Debug, Clone)]
+struct OutputTopics {
+    profiles: Arc<str>,
+    enriched: Arc<str>,
+    signals: Arc<str>,
+    metrics: Arc<str>,
+    dlq: Arc<str>,
+}
+
 /// Builds output records in the configured format.
 #[derive(Debug, Clone)]
 pub struct Encoder {
-    topics: TopicsConfig,
+    topics: OutputTopics,
     format: Format,
     /// CloudEvents `ce_source`.
     source: String,
@@ -122,7 +167,13 @@ impl Encoder {
     /// An encoder writing `format` to the topics of `topics`.
     pub fn new(topics: TopicsConfig, format: Format, source: &str) -> Self {
         Encoder {
-            topics,
+            topics: OutputTopics {
+                profiles: Arc::from(topics.profiles.as_str()),
+                enriched: Arc::from(topics.enriched.as_str()),
+                signals: Arc::from(topics.signals.as_str()),
+                metrics: Arc::from(topics.metrics.as_str()),
+                dlq: Arc::from(topics.dlq.as_str()),
+            },
             format,
             source: format!("/cxpulse/{source}"),
             producer_max_bytes: PRODUCER_MAX_RECORD_BYTES,
@@ -178,11 +229,11 @@ impl Encoder {
 
     fn record<M: Message + serde::Serialize>(
         &self,
-        topic: &str,
+        topic: &Arc<str>,
         key: Vec<u8>,
         message: &M,
         event_id: String,
-        ce_type: &str,
+        ce_type: Cow<'static, str>,
         time: EventTime,
     ) -> OutputRecord {
         let value = match self.format {
@@ -190,19 +241,20 @@ impl Encoder {
             Format::Json => serde_json::to_vec(message).unwrap_or_default(),
             Format::Protobuf => message.encode_to_vec(),
         };
+        let ce_type = match ce_type {
+            Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
+            Cow::Owned(name) => Cow::Owned(name.into_bytes()),
+        };
         let headers = vec![
-            ("ce_specversion".to_string(), b"1.0".to_vec()),
-            ("ce_id".to_string(), event_id.into_bytes()),
-            ("ce_type".to_string(), ce_type.as_bytes().to_vec()),
-            ("ce_source".to_string(), self.source.as_bytes().to_vec()),
-            ("ce_time".to_string(), time.to_rfc3339().into_bytes()),
-            (
-                "content-type".to_string(),
-                self.format.content_type().as_bytes().to_vec(),
-            ),
+            header("ce_specversion", b"1.0".as_slice()),
+            header("ce_id", event_id.into_bytes()),
+            header("ce_type", ce_type),
+            header("ce_source", self.source.as_bytes().to_vec()),
+            header("ce_time", time.to_rfc3339().into_bytes()),
+            header("content-type", self.format.content_type().as_bytes()),
         ];
         OutputRecord {
-            topic: topic.to_string(),
+            topic: topic.clone(),
             key,
             value,
             headers,
@@ -225,7 +277,7 @@ impl Encoder {
             profile.customer_id.as_str().as_bytes().to_vec(),
             &profile_message(profile),
             event_id,
-            "io.cxpulse.profile.v1",
+            Cow::Borrowed("io.cxpulse.profile.v1"),
             profile.as_of,
         )
     }
@@ -257,7 +309,7 @@ impl Encoder {
             signal.customer_id.as_str().as_bytes().to_vec(),
             &message,
             event_id,
-            &format!("io.cxpulse.signal.{kind}.v1"),
+            Cow::Owned(format!("io.cxpulse.signal.{kind}.v1")),
             signal.at,
         )
     }
@@ -318,13 +370,13 @@ impl Encoder {
                 message.scale_max = Some(i64::from(scale_max));
             }
         }
-        let ce_type = format!("io.cxpulse.enriched.{}.v1", event.type_name());
+        let ce_type = Cow::Owned(format!("io.cxpulse.enriched.{}.v1", event.type_name()));
         self.record(
             &self.topics.enriched,
             event.customer_id.as_str().as_bytes().to_vec(),
             &message,
             event_id,
-            &ce_type,
+            ce_type,
             event.occurred_at,
         )
     }
@@ -337,7 +389,7 @@ impl Encoder {
             key.clone().into_bytes(),
             &window_result(window, task),
             key,
-            "io.cxpulse.window.v1",
+            Cow::Borrowed("io.cxpulse.window.v1"),
             window.end,
         )
     }
@@ -350,14 +402,8 @@ impl Encoder {
     /// source headers say where the original is.
     pub fn dead_letter(&self, letter: &DeadLetter<'_>) -> OutputRecord {
         let mut ours = vec![
-            (
-                "cxpulse.error.reason".to_string(),
-                letter.reason.as_bytes().to_vec(),
-            ),
-            (
-                "cxpulse.error.message".to_string(),
-                letter.message.as_bytes().to_vec(),
-            ),
+            header("cxpulse.error.reason", letter.reason.as_bytes()),
+            header("cxpulse.error.message", letter.message.as_bytes().to_vec()),
         ];
         if let Some(position) = letter.position {
             for (name, value) in [
@@ -365,7 +411,7 @@ impl Encoder {
                 ("cxpulse.source.partition", position.partition.to_string()),
                 ("cxpulse.source.offset", position.offset.to_string()),
             ] {
-                ours.push((name.to_string(), value.into_bytes()));
+                ours.push(header(name, value.into_bytes()));
             }
         }
         let value = letter.value.unwrap_or_default();
@@ -384,11 +430,11 @@ impl Encoder {
         if whole.size() <= limit {
             return whole;
         }
-        let omitted = |what: &str| {
+        let omitted = |what: &'static str| {
             ours.iter().cloned().chain([
-                ("cxpulse.dlq.omitted".to_string(), what.as_bytes().to_vec()),
-                (
-                    "cxpulse.source.value_bytes".to_string(),
+                header("cxpulse.dlq.omitted", what.as_bytes()),
+                header(
+                    "cxpulse.source.value_bytes",
                     value.len().to_string().into_bytes(),
                 ),
             ])
@@ -471,7 +517,7 @@ mod tests {
             partition: 2,
             offset: 41,
         };
-        let headers = vec![("trace".to_string(), b"abc".to_vec())];
+        let headers = vec![(Cow::Borrowed("trace"), Cow::Borrowed(b"abc".as_slice()))];
         let record = encoder.dead_letter(&DeadLetter::rejected(
             &position,
             Some(b"c1"),
@@ -479,14 +525,12 @@ mod tests {
             &headers,
             &DecodeError::MalformedJson("eof".into()),
         ));
-        assert_eq!(record.topic, "cx.dlq");
+        assert_eq!(&*record.topic, "cx.dlq");
         assert_eq!(record.value, b"{oops");
         let header = |name: &str| {
             record
-                .headers
-                .iter()
-                .find(|(key, _)| key == name)
-                .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+                .header(name)
+                .map(|value| String::from_utf8_lossy(value).into_owned())
         };
         assert_eq!(header("trace").as_deref(), Some("abc"));
         assert_eq!(
@@ -498,10 +542,8 @@ mod tests {
 
     fn header(record: &OutputRecord, name: &str) -> Option<String> {
         record
-            .headers
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+            .header(name)
+            .map(|value| String::from_utf8_lossy(value).into_owned())
     }
 
     /// A dead letter larger than the producer or the DLQ topic takes goes without its
@@ -543,7 +585,7 @@ mod tests {
         assert!(record.size() <= encoder.max_record_bytes("cx.dlq"));
 
         // Huge original headers too: only cxpulse's own headers remain.
-        let headers = vec![("blob".to_string(), vec![b'y'; 200 * 1024])];
+        let headers = vec![(Cow::Borrowed("blob"), Cow::Owned(vec![b'y'; 200 * 1024]))];
         let record = encoder.dead_letter(&DeadLetter::rejected(
             &position,
             Some(b"c1"),
@@ -585,7 +627,7 @@ mod tests {
         };
         let profile = Profile::new(CustomerId::new("c9"), EventTime::from_millis(0));
         let record = encoder.within_limits(encoder.profile(&profile, &position), Some(&position));
-        assert_eq!(record.topic, "cx.dlq");
+        assert_eq!(&*record.topic, "cx.dlq");
         assert_eq!(
             header(&record, "cxpulse.error.reason").as_deref(),
             Some("output_too_large")
@@ -618,8 +660,9 @@ mod tests {
         let decoded = proto::Profile::decode(record.value.as_slice()).unwrap();
         assert_eq!(decoded.customer_id, "c9");
         assert_eq!(decoded.lifecycle, "prospect");
-        assert!(record
-            .headers
-            .contains(&("ce_id".to_string(), b"cx.tickets/0/7/profile".to_vec())));
+        assert_eq!(
+            record.header("ce_id"),
+            Some(b"cx.tickets/0/7/profile".as_slice())
+        );
     }
 }

@@ -138,8 +138,13 @@ pub fn start(
             config.kafka.transactional_id.clone()
         }
     });
-    let sink =
-        Sink::new(&config.kafka, transactional_id.as_deref()).context("creating the producer")?;
+    let output_topics: Vec<&str> = outputs.iter().map(|topic| topic.name.as_str()).collect();
+    let sink = Sink::new(
+        &config.kafka,
+        transactional_id.as_deref(),
+        &output_topics,
+    )
+    .context("creating the producer")?;
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("cxpulse-pipeline".into())
@@ -149,7 +154,6 @@ pub fn start(
                 consumer,
                 sink,
                 thread_shared,
-                runtime,
                 record_limits,
             )
             .run()
@@ -168,7 +172,6 @@ struct Loop {
     consumer: Arc<InputConsumer>,
     sink: Sink,
     shared: Arc<Shared>,
-    runtime: tokio::runtime::Handle,
     settings: Arc<TaskSettings>,
     encoder: Encoder,
     processor: Processor,
@@ -181,7 +184,6 @@ impl Loop {
         consumer: InputConsumer,
         sink: Sink,
         shared: Arc<Shared>,
-        runtime: tokio::runtime::Handle,
         record_limits: topics::RecordLimits,
     ) -> Self {
         let producer_max_bytes = config
@@ -205,7 +207,6 @@ impl Loop {
             consumer,
             sink,
             shared,
-            runtime,
             config,
         }
     }
@@ -213,12 +214,11 @@ impl Loop {
     fn run(mut self) -> anyhow::Result<()> {
         let changelog = self.config.topics.changelog.clone();
         let mut strategy: Box<dyn CommitStrategy> = match self.config.processing.guarantee {
-            Guarantee::AtLeastOnce => Box::new(AtLeastOnce::start(
+            Guarantee::AtLeastOnce => Box::new(AtLeastOnce::new(
                 self.consumer.clone(),
                 self.sink.clone(),
                 self.encoder.clone(),
                 changelog,
-                self.runtime.clone(),
             )),
             Guarantee::ExactlyOnce => Box::new(ExactlyOnce::new(
                 self.consumer.clone(),
@@ -227,8 +227,8 @@ impl Loop {
             )),
         };
         let result = self.cycle_until_stopped(strategy.as_mut());
-        // Stop fetching, then drain: everything handed over becomes durable, then
-        // offsets are committed.
+        // Stop fetching, flush the state, then drain: everything handed over
+        // becomes durable, then offsets are committed.
         match self.consumer.assignment() {
             Ok(assignment) => {
                 if let Err(error) = self.consumer.pause(&assignment) {
@@ -237,7 +237,15 @@ impl Loop {
             }
             Err(error) => warn!(%error, "no assignment to pause for the drain"),
         }
-        let drained = strategy.finish();
+        let drained = if result.is_ok() {
+            self.processor.request_flush();
+            let cycle = self.process(Vec::new());
+            strategy
+                .commit(cycle)
+                .and_then(|()| strategy.settle())
+        } else {
+            strategy.settle()
+        };
         if let Err(error) = self.sink.flush(self.config.processing.shutdown_timeout) {
             warn!(%error, "producer flush at shutdown failed");
         }
@@ -264,7 +272,7 @@ impl Loop {
             strategy.check()?;
             let records = self.input.poll_batch();
             self.input.check_brokers()?;
-            self.apply_assignment_changes()?;
+            self.apply_assignment_changes(strategy)?;
             let cycle = self.process(records);
             if !cycle.is_empty() {
                 strategy.commit(cycle)?;
@@ -274,11 +282,16 @@ impl Loop {
     }
 
     /// Creates (restoring from the changelog) or drops tasks after a rebalance.
-    fn apply_assignment_changes(&mut self) -> anyhow::Result<()> {
+    fn apply_assignment_changes(
+        &mut self,
+        strategy: &mut dyn CommitStrategy,
+    ) -> anyhow::Result<()> {
         let changes = self.consumer.context().take_changes();
         if changes.is_empty() {
             return Ok(());
         }
+        // State still in flight reaches the changelog before any restore reads it.
+        strategy.settle()?;
         let shared = self.shared.clone();
         for change in changes {
             match change {

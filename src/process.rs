@@ -19,7 +19,7 @@ use tracing::debug;
 use crate::config::{Config, Guarantee};
 use crate::decode::{DecodeError, Decoder};
 use crate::event::{Event, EventTime, Source};
-use crate::output::{DeadLetter, Encoder, OutputRecord, SourcePosition};
+use crate::output::{DeadLetter, Encoder, Header, OutputRecord, SourcePosition};
 use crate::task::{changelog, Emitted, Outcome, Task};
 use crate::telemetry::{self, TopicCounters, WindowGauges};
 use crate::window::FinalWindow;
@@ -36,7 +36,7 @@ pub struct InputRecord {
     /// Record value.
     pub value: Option<Vec<u8>>,
     /// Record headers, in order.
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<Header>,
     /// Kafka record timestamp (ms), for latency.
     pub appended_at: Option<i64>,
 }
@@ -46,20 +46,26 @@ impl InputRecord {
         self.headers
             .iter()
             .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
-            .map(|(_, value)| value.as_slice())
+            .map(|(_, value)| value.as_ref())
     }
 }
 
 /// An input record with what decoding made of it.
 type Decoded = (InputRecord, Result<Event, DecodeError>);
 
+/// A change of task state: (task, key, value; `None` deletes).
+pub type StateChange = (u32, Vec<u8>, Option<Vec<u8>>);
+
 /// What one processing cycle produced.
 #[derive(Debug, Default)]
 pub struct Cycle {
     /// Output records, in the order they must be written.
     pub outputs: Vec<OutputRecord>,
-    /// State changes: (task, key, value; `None` deletes).
-    pub changelog: Vec<(u32, Vec<u8>, Option<Vec<u8>>)>,
+    /// State changes since the previous flush, when this cycle flushed the state.
+    pub changelog: Vec<StateChange>,
+    /// True when this cycle flushed the state: with `changelog` written, every
+    /// record applied so far is in the changelog.
+    pub flushed: bool,
     /// (topic, partition) → next offset to consume.
     pub offsets: BTreeMap<(String, i32), i64>,
     /// Kafka timestamps of the records applied, for latency.
@@ -73,7 +79,10 @@ pub struct Cycle {
 impl Cycle {
     /// True when the cycle has nothing to write or commit.
     pub fn is_empty(&self) -> bool {
-        self.outputs.is_empty() && self.offsets.is_empty() && self.changelog.is_empty()
+        self.outputs.is_empty()
+            && self.offsets.is_empty()
+            && self.changelog.is_empty()
+            && !self.flushed
     }
 }
 
@@ -93,6 +102,14 @@ pub struct Processor {
     counters: [TopicCounters; 3],
     gauges: WindowGauges,
     window_names: Vec<Arc<str>>,
+    /// Wall time between state flushes; `None` flushes every cycle.
+    flush_interval: Option<i64>,
+    /// When the state was last flushed.
+    last_flush: Option<EventTime>,
+    /// Flush in the next cycle whatever the interval says.
+    flush_requested: bool,
+    /// Tasks changed since their last flush.
+    dirty: BTreeSet<u32>,
 }
 
 impl Processor {
@@ -114,6 +131,31 @@ impl Processor {
                 .iter()
                 .map(|window| Arc::from(window.name.as_str()))
                 .collect(),
+            // Exactly-once writes each cycle's state in its transaction; at-least-once
+            // coalesces state changes per key over the commit interval (the
+            // compacted changelog keeps only the last value anyway).
+            flush_interval: match config.processing.guarantee {
+                Guarantee::ExactlyOnce => None,
+                Guarantee::AtLeastOnce => Some(crate::window::millis(config.kafka.commit_interval)),
+            },
+            last_flush: None,
+            flush_requested: false,
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    /// Makes the next cycle flush the state (before a graceful stop).
+    pub fn request_flush(&mut self) {
+        self.flush_requested = true;
+    }
+
+    /// True when the cycle at `wall` flushes the state.
+    fn flushes(&self, wall: EventTime) -> bool {
+        match (self.flush_interval, self.last_flush) {
+            (None, _) | (_, None) => true,
+            (Some(interval), Some(last)) => {
+                self.flush_requested || wall.millis() - last.millis() >= interval
+            }
         }
     }
 
@@ -128,7 +170,7 @@ impl Processor {
         health: &InputHealth<'_>,
     ) -> Cycle {
         let mut cycle = Cycle::default();
-        let mut touched = BTreeSet::new();
+        let mut touched = std::mem::take(&mut self.dirty);
         let mut emitted = Vec::new();
         // Per task, per source: records in offset order with their decoded events.
         let mut queues: HashMap<u32, [VecDeque<Decoded>; 3]> = HashMap::new();
@@ -167,6 +209,7 @@ impl Processor {
                 self.publish(task_id, &mut emitted, &mut cycle, Some(&record.position));
             }
         }
+        let flush = self.flushes(wall);
         for (task_id, task) in tasks.iter_mut() {
             for source in Source::ALL {
                 task.set_backlog(source, (health.backlog)(source, *task_id));
@@ -180,7 +223,7 @@ impl Processor {
             }
             self.publish(*task_id, &mut emitted, &mut cycle, None);
             publish_task_gauges(*task_id, task);
-            if touched.contains(task_id) {
+            if flush && touched.contains(task_id) {
                 let mut changes = task.take_changelog();
                 if self.guarantee == Guarantee::AtLeastOnce {
                     // Not one transaction: framed so that a crash mid-flush is harmless.
@@ -195,6 +238,15 @@ impl Processor {
                 );
             }
         }
+        if flush {
+            touched.clear();
+            self.last_flush = Some(wall);
+            self.flush_requested = false;
+            cycle.flushed = true;
+        }
+        // Tasks revoked meanwhile are gone: their state is their new owner's.
+        touched.retain(|task| tasks.contains_key(task));
+        self.dirty = touched;
         cycle
     }
 

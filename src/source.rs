@@ -10,6 +10,7 @@
 //! record are delivered (see `pipeline`), and librdkafka commits stored
 //! offsets every `commit_interval` and on revocation.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -26,7 +27,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
 use tracing::{info, warn};
 
-use crate::output::SourcePosition;
+use crate::output::{Header, SourcePosition};
 use crate::process::InputRecord;
 
 use crate::config::{ClientRole, Config, ConfigError, GroupProtocol};
@@ -336,7 +337,7 @@ pub fn check_co_partitioning(
 }
 
 /// A record's headers, copied out of librdkafka's buffer (a null header value is empty).
-pub fn owned_headers(message: &impl rdkafka::message::Message) -> Vec<(String, Vec<u8>)> {
+pub fn owned_headers(message: &impl rdkafka::message::Message) -> Vec<Header> {
     use rdkafka::message::Headers as _;
     message
         .headers()
@@ -345,8 +346,8 @@ pub fn owned_headers(message: &impl rdkafka::message::Message) -> Vec<(String, V
                 .iter()
                 .map(|header| {
                     (
-                        header.key.to_string(),
-                        header.value.unwrap_or_default().to_vec(),
+                        Cow::Owned(header.key.to_string()),
+                        Cow::Owned(header.value.unwrap_or_default().to_vec()),
                     )
                 })
                 .collect()

@@ -189,7 +189,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                     .to_vec(),
             ),
             value: Some(value.to_vec()),
-            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            headers: vec![("content-type".into(), b"application/json".as_slice().into())],
             position,
             appended_at: None,
         }
@@ -232,18 +232,18 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let watermark = tasks[&0].watermark().millis();
     let dead_letters = written
         .iter()
-        .filter(|record| record.topic == config.topics.dlq)
+        .filter(|record| *record.topic == *config.topics.dlq)
         .count();
     prop_assert_eq!(dead_letters, garbage, "every bad record is a dead letter");
 
     let mut outputs = Outputs::default();
     for (offset, record) in written.iter().enumerate() {
-        if record.topic == config.topics.dlq {
+        if *record.topic == *config.topics.dlq {
             continue;
         }
         let read = read_back(record, offset as i64);
         let topics = &config.topics;
-        match record.topic.as_str() {
+        match &*record.topic {
             topic if topic == topics.enriched => outputs.enriched.push(read),
             topic if topic == topics.profiles => outputs.profiles.push(read),
             topic if topic == topics.signals => outputs.signals.push(read),
