@@ -1,4 +1,6 @@
-//! End-to-end benchmark: the real pipeline on librdkafka's mock cluster.
+//! End-to-end benchmark: the real pipeline, on Apache Kafka with
+//! `-- --bootstrap host:port` (the figures that count), else on librdkafka's
+//! mock cluster.
 //!
 //! 1. Backlog: a generated population is produced first, then the pipeline
 //!    consumes it from the start; prints events/s.
@@ -6,7 +8,8 @@
 //!    prints latency percentiles from input append to output creation
 //!    (timestamps of `cx.enriched` records), and resident memory.
 //!
-//! `cargo bench --bench pipeline` (`-- --events N --rate R` to change sizes).
+//! `cargo bench --bench pipeline` (`-- --events N --rate R --seconds S
+//! --customers C` to change sizes, `--exactly-once` for the transactional mode).
 
 mod support;
 
@@ -23,7 +26,6 @@ use cxpulse::pipeline::{self, Shared};
 use cxpulse::topics;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -69,12 +71,12 @@ fn produce(
 
 /// Every record of `topic` created at or after `since`: (timestamp, value).
 fn read_records(
-    cluster: &MockCluster<'static, DefaultProducerContext>,
+    broker: &support::Broker,
     topic: &str,
     partitions: i32,
     since: i64,
 ) -> Vec<(i64, Vec<u8>)> {
-    read(cluster, &[topic.to_string()], partitions, since)
+    read(broker, &[topic.to_string()], partitions, since)
         .into_iter()
         .map(|(_, time, value)| (time, value))
         .collect()
@@ -82,12 +84,12 @@ fn read_records(
 
 /// (topic, partition, offset) → timestamp of every record of `topics` created at or after `since`.
 fn read_timestamps(
-    cluster: &MockCluster<'static, DefaultProducerContext>,
+    broker: &support::Broker,
     topics: &[String],
     partitions: i32,
     since: i64,
 ) -> HashMap<(String, i32, i64), i64> {
-    read(cluster, topics, partitions, since)
+    read(broker, topics, partitions, since)
         .into_iter()
         .map(|(position, time, _)| (position, time))
         .collect()
@@ -95,13 +97,13 @@ fn read_timestamps(
 
 #[allow(clippy::type_complexity)]
 fn read(
-    cluster: &MockCluster<'static, DefaultProducerContext>,
+    broker: &support::Broker,
     topics: &[String],
     partitions: i32,
     since: i64,
 ) -> Vec<((String, i32, i64), i64, Vec<u8>)> {
     let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("bootstrap.servers", broker.bootstrap())
         .set("group.id", "bench-reader")
         .create()
         .expect("reader");
@@ -158,10 +160,11 @@ fn main() {
         .build()
         .expect("runtime");
     let _guard = runtime.enter();
-    let cluster = MockCluster::new(1).expect("mock cluster");
+    let broker = support::Broker::from_args();
     let mut config = Config::default();
-    config.kafka.bootstrap_servers = cluster.bootstrap_servers();
     config.kafka.group_id = "cxpulse-bench".into();
+    broker.configure(&mut config);
+    println!("broker: {}", broker.describe());
     config.processing.idle_timeout = Duration::from_secs(5);
     // `-- --exactly-once` measures the transactional mode.
     if std::env::args().any(|arg| arg == "--exactly-once") {
@@ -170,16 +173,11 @@ fn main() {
     }
     println!("guarantee: {:?}", config.processing.guarantee);
     let partitions = 4;
-    for spec in topics::inputs(&config, partitions)
-        .iter()
-        .chain(&topics::outputs(&config, partitions))
-    {
-        cluster
-            .create_topic(&spec.name, spec.partitions, 1)
-            .expect("topic");
-    }
+    let mut specs = topics::inputs(&config, partitions);
+    specs.extend(topics::outputs(&config, partitions));
+    broker.create_topics(&config, &specs);
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("bootstrap.servers", broker.bootstrap())
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
         .create()
@@ -243,13 +241,13 @@ fn main() {
     // Latency of each live record: creation of its `cx.enriched` output minus its own
     // creation time, both stamped by librdkafka on this machine's clock.
     let input_times = read_timestamps(
-        &cluster,
+        &broker,
         &Source::ALL.map(|s| config.topics.input(s).to_string()),
         partitions,
         live_start,
     );
     let mut latencies: Vec<i64> = Vec::new();
-    let enriched = read_records(&cluster, &config.topics.enriched, partitions, live_start);
+    let enriched = read_records(&broker, &config.topics.enriched, partitions, live_start);
     for (output_time, value) in enriched {
         let Ok(json) = serde_json::from_slice::<serde_json::Value>(&value) else {
             continue;

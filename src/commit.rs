@@ -132,8 +132,7 @@ impl AtLeastOnce {
                 Stage::Outputs => {
                     let now = EventTime::now().millis();
                     for appended in &checkpoint.appended_at {
-                        self.latency
-                            .record((now - appended).max(0) as f64 / 1000.0);
+                        self.latency.record((now - appended).max(0) as f64 / 1000.0);
                     }
                     if failures.refused.is_empty() {
                         self.write_state(&mut checkpoint)?;

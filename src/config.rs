@@ -88,7 +88,7 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// `client.id` prefix, also the CloudEvents `ce_source`.
     pub client_id: String,
-    /// How often stored offsets of delivered work are committed.
+    /// How often (at least once) the state is flushed and the offsets it covers committed.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// How long every broker may stay unreachable (at start-up or later) before cxpulse exits with an error.

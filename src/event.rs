@@ -48,11 +48,55 @@ impl EventTime {
 
     /// Formats as RFC 3339 in UTC with millisecond precision (`2026-01-02T03:04:05.678Z`).
     pub fn to_rfc3339(self) -> String {
-        match DateTime::<Utc>::from_timestamp_millis(self.0) {
-            Some(time) => time.to_rfc3339_opts(SecondsFormat::Millis, true),
-            None => String::from("invalid-time"),
+        // Every output record carries several of these: formatted by hand for the
+        // four-digit years all real data has (chrono's formatter showed in the
+        // profile), by chrono otherwise.
+        let (days, in_day) = (self.0.div_euclid(86_400_000), self.0.rem_euclid(86_400_000));
+        let (year, month, day) = civil_from_days(days);
+        if !(0..=9999).contains(&year) {
+            return match DateTime::<Utc>::from_timestamp_millis(self.0) {
+                Some(time) => time.to_rfc3339_opts(SecondsFormat::Millis, true),
+                None => String::from("invalid-time"),
+            };
         }
+        let fields = [
+            (year, 4, b'-'),
+            (month, 2, b'-'),
+            (day, 2, b'T'),
+            (in_day / 3_600_000, 2, b':'),
+            (in_day / 60_000 % 60, 2, b':'),
+            (in_day / 1000 % 60, 2, b'.'),
+            (in_day % 1000, 3, b'Z'),
+        ];
+        let mut text = Vec::with_capacity(24);
+        for (value, digits, separator) in fields {
+            for place in (0..digits).rev() {
+                text.push(b'0' + (value / 10_i64.pow(place) % 10) as u8);
+            }
+            text.push(separator);
+        }
+        String::from_utf8(text).unwrap_or_default()
     }
+}
+
+/// (year, month, day) of the proleptic Gregorian calendar for days since
+/// 1970-01-01 (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 impl fmt::Display for EventTime {
@@ -473,6 +517,33 @@ mod tests {
         let time = EventTime::parse_rfc3339("2026-03-01T10:00:00.250+02:00").unwrap();
         assert_eq!(time.to_rfc3339(), "2026-03-01T08:00:00.250Z");
         assert_eq!(EventTime::parse_rfc3339("2026-03-01 10:00"), None);
+    }
+
+    #[test]
+    fn rfc3339_formatting_equals_chrono_everywhere() {
+        let chrono = |millis: i64| {
+            DateTime::<Utc>::from_timestamp_millis(millis)
+                .unwrap()
+                .to_rfc3339_opts(SecondsFormat::Millis, true)
+        };
+        // Every day from 1600 to 2400 (leap years and centuries), at varied times of day,
+        // then the edges of the four-digit years and beyond them.
+        let (first, last) = (-11_676_096_000_000_i64, 13_569_465_600_000_i64);
+        let mut millis = first;
+        while millis < last {
+            assert_eq!(EventTime(millis).to_rfc3339(), chrono(millis), "{millis}");
+            millis += 86_400_000 + 3_723_457;
+        }
+        for millis in [
+            0,
+            -1,
+            -62_167_219_200_000,
+            -62_167_219_200_001,
+            253_402_300_799_999,
+            253_402_300_800_000,
+        ] {
+            assert_eq!(EventTime(millis).to_rfc3339(), chrono(millis), "{millis}");
+        }
     }
 
     #[test]

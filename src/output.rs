@@ -14,7 +14,9 @@ use rdkafka::message::OwnedHeaders;
 
 use crate::config::TopicsConfig;
 use crate::decode::{DecodeError, Format};
-use crate::event::{Event, EventBody, EventTime, PurchaseAction, SurveyResponse, TicketAction};
+use crate::event::{
+    CustomerId, Event, EventBody, EventTime, PurchaseAction, SurveyResponse, TicketAction,
+};
 use crate::proto;
 use crate::task::signal::{Cause, Signal};
 use crate::task::Profile;
@@ -47,6 +49,11 @@ pub type Header = (Cow<'static, str>, Cow<'static, [u8]>);
 /// A header with a fixed name.
 fn header(name: &'static str, value: impl Into<Cow<'static, [u8]>>) -> Header {
     (Cow::Borrowed(name), value.into())
+}
+
+/// The id of the `cx.profiles` record of a profile changed by a timer named `cause`.
+pub fn timer_profile_id(customer_id: &CustomerId, cause: &str) -> String {
+    format!("{customer_id}/profile/{cause}")
 }
 
 /// A record ready for the producer.
@@ -234,7 +241,7 @@ impl Encoder {
         message: &M,
         event_id: String,
         ce_type: Cow<'static, str>,
-        time: EventTime,
+        ce_time: String,
     ) -> OutputRecord {
         let value = match self.format {
             // Serialising generated structs of strings, numbers and maps cannot fail.
@@ -250,7 +257,7 @@ impl Encoder {
             header("ce_id", event_id.into_bytes()),
             header("ce_type", ce_type),
             header("ce_source", self.source.as_bytes().to_vec()),
-            header("ce_time", time.to_rfc3339().into_bytes()),
+            header("ce_time", ce_time.into_bytes()),
             header("content-type", self.format.content_type().as_bytes()),
         ];
         OutputRecord {
@@ -266,19 +273,16 @@ impl Encoder {
         self.profile_with_id(profile, position.id("profile"))
     }
 
-    /// The `cx.profiles` record of a profile changed by a timer named `cause`.
-    pub fn profile_by_timer(&self, profile: &Profile, cause: &str) -> OutputRecord {
-        self.profile_with_id(profile, format!("{}/profile/{cause}", profile.customer_id))
-    }
-
-    fn profile_with_id(&self, profile: &Profile, event_id: String) -> OutputRecord {
+    /// The `cx.profiles` record of a profile whose last change has the record id `event_id`
+    /// (see [`SourcePosition::id`] and [`timer_profile_id`]).
+    pub fn profile_with_id(&self, profile: &Profile, event_id: String) -> OutputRecord {
         self.record(
             &self.topics.profiles,
             profile.customer_id.as_str().as_bytes().to_vec(),
             &profile_message(profile),
             event_id,
             Cow::Borrowed("io.cxpulse.profile.v1"),
-            profile.as_of,
+            profile.as_of.to_rfc3339(),
         )
     }
 
@@ -310,7 +314,7 @@ impl Encoder {
             &message,
             event_id,
             Cow::Owned(format!("io.cxpulse.signal.{kind}.v1")),
-            signal.at,
+            message.occurred_at.clone(),
         )
     }
 
@@ -377,20 +381,21 @@ impl Encoder {
             &message,
             event_id,
             ce_type,
-            event.occurred_at,
+            message.occurred_at.clone(),
         )
     }
 
     /// The `cx.metrics` record of a final window of `task`.
     pub fn window(&self, window: &FinalWindow, task: u32) -> OutputRecord {
-        let key = format!("{}/{}/{task}", window.name, window.end.to_rfc3339());
+        let end = window.end.to_rfc3339();
+        let key = format!("{}/{end}/{task}", window.name);
         self.record(
             &self.topics.metrics,
             key.clone().into_bytes(),
             &window_result(window, task),
             key,
             Cow::Borrowed("io.cxpulse.window.v1"),
-            window.end,
+            end,
         )
     }
 
@@ -507,7 +512,6 @@ pub fn profile_message(profile: &Profile) -> proto::Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::CustomerId;
 
     #[test]
     fn dead_letters_keep_the_original_and_add_the_reason() {

@@ -139,25 +139,12 @@ pub fn start(
         }
     });
     let output_topics: Vec<&str> = outputs.iter().map(|topic| topic.name.as_str()).collect();
-    let sink = Sink::new(
-        &config.kafka,
-        transactional_id.as_deref(),
-        &output_topics,
-    )
-    .context("creating the producer")?;
+    let sink = Sink::new(&config.kafka, transactional_id.as_deref(), &output_topics)
+        .context("creating the producer")?;
     let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name("cxpulse-pipeline".into())
-        .spawn(move || {
-            Loop::new(
-                config,
-                consumer,
-                sink,
-                thread_shared,
-                record_limits,
-            )
-            .run()
-        })
+        .spawn(move || Loop::new(config, consumer, sink, thread_shared, record_limits).run())
         .context("spawning the pipeline thread")?;
     Ok(Running {
         shared,
@@ -240,9 +227,7 @@ impl Loop {
         let drained = if result.is_ok() {
             self.processor.request_flush();
             let cycle = self.process(Vec::new());
-            strategy
-                .commit(cycle)
-                .and_then(|()| strategy.settle())
+            strategy.commit(cycle).and_then(|()| strategy.settle())
         } else {
             strategy.settle()
         };
@@ -311,6 +296,7 @@ impl Loop {
                             Duration::from_secs(30),
                         )?;
                         shared.tasks().insert(id, task);
+                        self.processor.restored(id);
                     }
                     shared.ready.store(true, Ordering::SeqCst);
                 }

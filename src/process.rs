@@ -5,8 +5,15 @@
 //! `occurred_at` (so a replayed backlog gives the same results as live
 //! traffic), records the restored state already includes are skipped, the
 //! rest are decoded, validated and applied, and what they produce is encoded:
-//! the profile and enriched event of each applied record, the signals, timer
-//! profiles and final windows the task emits, and dead letters for bad input.
+//! the enriched event of each applied record, the signals and final windows the
+//! task emits, and dead letters for bad input.
+//!
+//! State is flushed every cycle under exactly-once (each cycle is a
+//! transaction) and once per `kafka.commit_interval` under at-least-once: a
+//! flush carries the changelog records of every key changed since the previous
+//! one, and one `cx.profiles` record per customer changed since then (both
+//! topics are compacted, so the intermediate states would only be overwritten;
+//! each enriched event carries the profile context right after it).
 //! The pipeline (`pipeline.rs`) polls the batch and commits the [`Cycle`];
 //! tests and benches drive [`Processor::process`] directly.
 
@@ -18,10 +25,10 @@ use tracing::debug;
 
 use crate::config::{Config, Guarantee};
 use crate::decode::{DecodeError, Decoder};
-use crate::event::{Event, EventTime, Source};
-use crate::output::{DeadLetter, Encoder, Header, OutputRecord, SourcePosition};
+use crate::event::{CustomerId, Event, EventTime, Source};
+use crate::output::{timer_profile_id, DeadLetter, Encoder, Header, OutputRecord, SourcePosition};
 use crate::task::{changelog, Emitted, Outcome, Task};
-use crate::telemetry::{self, TopicCounters, WindowGauges};
+use crate::telemetry::{self, EventCounters, TopicCounters, WindowGauges};
 use crate::window::FinalWindow;
 
 /// An input record copied out of the consumer's buffer.
@@ -100,6 +107,9 @@ pub struct Processor {
     decoder: Decoder,
     encoder: Encoder,
     counters: [TopicCounters; 3],
+    event_counters: EventCounters,
+    /// [`telemetry::RECORDS_REPLAYED`].
+    replayed: metrics::Counter,
     gauges: WindowGauges,
     window_names: Vec<Arc<str>>,
     /// Wall time between state flushes; `None` flushes every cycle.
@@ -110,6 +120,37 @@ pub struct Processor {
     flush_requested: bool,
     /// Tasks changed since their last flush.
     dirty: BTreeSet<u32>,
+    /// Profiles changed since the last flush, in order of first change: one
+    /// record each at the flush (`cx.profiles` is compacted: only the last state
+    /// matters, as for the changelog).
+    changed_profiles: ChangedProfiles,
+}
+
+/// The profiles a cycle changed, each with the record id of its last change.
+#[derive(Default)]
+struct ChangedProfiles {
+    order: Vec<((u32, CustomerId), String)>,
+    index: HashMap<(u32, CustomerId), usize>,
+}
+
+impl ChangedProfiles {
+    /// Notes that `customer_id` of `task` changed; `event_id` names the change.
+    fn note(&mut self, task: u32, customer_id: &CustomerId, event_id: String) {
+        match self.index.get(&(task, customer_id.clone())) {
+            Some(&at) => self.order[at].1 = event_id,
+            None => {
+                let key = (task, customer_id.clone());
+                self.index.insert(key.clone(), self.order.len());
+                self.order.push((key, event_id));
+            }
+        }
+    }
+
+    /// The changes noted, in order, leaving none.
+    fn take(&mut self) -> Vec<((u32, CustomerId), String)> {
+        self.index.clear();
+        std::mem::take(&mut self.order)
+    }
 }
 
 impl Processor {
@@ -125,6 +166,8 @@ impl Processor {
             },
             encoder,
             counters: Source::ALL.map(|source| TopicCounters::new(config.topics.input(source))),
+            event_counters: EventCounters::default(),
+            replayed: counter!(telemetry::RECORDS_REPLAYED),
             gauges: WindowGauges::default(),
             window_names: config
                 .windows
@@ -141,7 +184,14 @@ impl Processor {
             last_flush: None,
             flush_requested: false,
             dirty: BTreeSet::new(),
+            changed_profiles: ChangedProfiles::default(),
         }
+    }
+
+    /// Notes a task just restored: its first flush rewrites what the restore
+    /// found half-written (write-ahead batches), even if no record changes it.
+    pub fn restored(&mut self, task: u32) {
+        self.dirty.insert(task);
     }
 
     /// Makes the next cycle flush the state (before a graceful stop).
@@ -190,14 +240,12 @@ impl Processor {
             let Some(task) = tasks.get_mut(&task_id) else {
                 continue;
             };
+            let mut next_offsets = [None; 3];
             while let Some((record, decoded)) = pop_earliest(&mut queue) {
-                cycle.offsets.insert(
-                    (record.position.topic.clone(), record.position.partition),
-                    record.position.offset + 1,
-                );
+                next_offsets[record.source.index()] = Some(record.position.offset + 1);
                 if task.includes(record.source, record.position.offset) {
                     // Replayed after a crash: the restored state already has it.
-                    counter!(telemetry::RECORDS_REPLAYED).increment(1);
+                    self.replayed.increment(1);
                     continue;
                 }
                 self.apply_record(task, &record, decoded, wall, &mut cycle, &mut emitted);
@@ -207,6 +255,14 @@ impl Processor {
                     cycle.appended_at.push(at);
                 }
                 self.publish(task_id, &mut emitted, &mut cycle, Some(&record.position));
+            }
+            for (counters, next) in self.counters.iter().zip(next_offsets) {
+                if let Some(next) = next {
+                    let partition = i32::try_from(task_id).unwrap_or(i32::MAX);
+                    cycle
+                        .offsets
+                        .insert((counters.topic.clone(), partition), next);
+                }
             }
         }
         let flush = self.flushes(wall);
@@ -239,6 +295,17 @@ impl Processor {
             }
         }
         if flush {
+            // Profiles go out with the state: one record per changed customer per flush.
+            for ((task_id, customer_id), event_id) in self.changed_profiles.take() {
+                let Some(profile) = tasks
+                    .get(&task_id)
+                    .and_then(|task| task.profile(&customer_id))
+                else {
+                    continue; // revoked meanwhile: its new owner publishes it
+                };
+                let record = self.encoder.profile_with_id(profile, event_id);
+                cycle.outputs.push(self.encoder.within_limits(record, None));
+            }
             touched.clear();
             self.last_flush = Some(wall);
             self.flush_requested = false;
@@ -251,7 +318,7 @@ impl Processor {
     }
 
     fn apply_record(
-        &self,
+        &mut self,
         task: &mut Task,
         record: &InputRecord,
         decoded: Result<Event, DecodeError>,
@@ -284,6 +351,7 @@ impl Processor {
                 return;
             }
         };
+        let task_id = task.id();
         match task.apply(&event, wall, emitted) {
             Outcome::Duplicate => counters.duplicate.increment(1),
             Outcome::Applied {
@@ -295,11 +363,13 @@ impl Processor {
                 if late {
                     counters.late.increment(1);
                 }
-                telemetry::count_event(&event, measures);
+                self.event_counters.count_event(&event, measures);
                 let position = Some(&record.position);
                 let encoder = &self.encoder;
-                cycle.outputs.push(
-                    encoder.within_limits(encoder.profile(profile, &record.position), position),
+                self.changed_profiles.note(
+                    task_id,
+                    &profile.customer_id,
+                    record.position.id("profile"),
                 );
                 cycle.outputs.push(encoder.within_limits(
                     encoder.enriched(&event, profile, &record.position),
@@ -328,13 +398,16 @@ impl Processor {
                     self.encoder.within_limits(record, None)
                 }
                 Emitted::Signal(signal) => {
-                    counter!(telemetry::SIGNALS, "type" => signal.kind.name()).increment(1);
+                    self.event_counters.count_signal(signal.kind);
                     self.encoder
                         .within_limits(self.encoder.signal(&signal, position), position)
                 }
-                Emitted::Profile { profile, cause } => self
-                    .encoder
-                    .within_limits(self.encoder.profile_by_timer(&profile, &cause), position),
+                Emitted::Profile { profile, cause } => {
+                    let event_id = timer_profile_id(&profile.customer_id, &cause);
+                    self.changed_profiles
+                        .note(task, &profile.customer_id, event_id);
+                    continue;
+                }
             };
             cycle.outputs.push(record);
         }

@@ -66,7 +66,8 @@ impl Sink {
             produced: topics
                 .iter()
                 .map(|topic| {
-                    let counter = counter!(telemetry::RECORDS_PRODUCED, "topic" => topic.to_string());
+                    let counter =
+                        counter!(telemetry::RECORDS_PRODUCED, "topic" => topic.to_string());
                     (topic.to_string(), counter)
                 })
                 .collect(),

@@ -9,12 +9,14 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 use metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, Counter, Unit,
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Counter,
+    Histogram, Unit,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::{LogConfig, LogFormat};
 use crate::event::{Currency, NpsCategory};
+use crate::task::signal::SignalKind;
 use crate::window::measure::FIRST_RESPONSE_BOUNDS_SECONDS;
 use crate::window::result::{bucket_label, seconds};
 use crate::window::FinalWindow;
@@ -451,44 +453,113 @@ pub fn init_logging(config: &LogConfig) {
     };
 }
 
-/// Counts a valid event in the live (non-windowed) counters and histograms.
-pub fn count_event(
-    event: &crate::event::Event,
-    measures: &[(crate::event::EventTime, crate::window::Measure)],
-) {
-    use crate::event::{EventBody, PurchaseAction, SurveyResponse};
-    match &event.body {
-        EventBody::Purchase(purchase) => match purchase.action {
-            PurchaseAction::Placed { amount } => {
-                counter!(ORDERS, "action" => "placed").increment(1);
-                counter!(REVENUE_MINOR, "currency" => amount.currency.to_string())
-                    .increment(amount.amount.0.unsigned_abs());
-            }
-            PurchaseAction::Fulfilled { .. } => {
-                counter!(ORDERS, "action" => "fulfilled").increment(1)
-            }
-            PurchaseAction::Returned { amount } => {
-                counter!(ORDERS, "action" => "returned").increment(1);
-                counter!(RETURNED_MINOR, "currency" => amount.currency.to_string())
-                    .increment(amount.amount.0.unsigned_abs());
-            }
-        },
-        EventBody::Ticket(_) => {
-            let action = event.type_name().trim_start_matches("ticket.");
-            counter!(TICKET_EVENTS, "action" => action).increment(1);
-        }
-        EventBody::Survey(survey) => {
-            let kind = match survey.response {
-                SurveyResponse::Nps { .. } => "nps",
-                SurveyResponse::Csat { .. } => "csat",
-                SurveyResponse::Ces { .. } => "ces",
-            };
-            counter!(SURVEY_RESPONSES, "kind" => kind).increment(1);
+/// The live business counters of applied events and published signals,
+/// registered once: every known label value is then exported from start-up (at
+/// zero until its first event), and the hot path increments handles instead of
+/// looking labels up in the registry per event.
+pub struct EventCounters {
+    /// [`ORDERS`] by action: placed, fulfilled, returned.
+    orders: [Counter; 3],
+    /// [`TICKET_EVENTS`] by action, in [`TICKET_ACTIONS`] order.
+    ticket_events: [Counter; 5],
+    /// [`SURVEY_RESPONSES`] by kind: nps, csat, ces.
+    survey_responses: [Counter; 3],
+    /// [`SIGNALS`] by type, in [`SignalKind::ALL`] order.
+    signals: [Counter; 7],
+    /// [`REVENUE_MINOR`] by currency, registered at a currency's first order.
+    revenue: HashMap<Currency, Counter>,
+    /// [`RETURNED_MINOR`] by currency, registered at a currency's first return.
+    returned: HashMap<Currency, Counter>,
+    /// [`FIRST_RESPONSE_SECONDS`].
+    first_response: Histogram,
+}
+
+/// The `action` label values of [`TICKET_EVENTS`].
+const TICKET_ACTIONS: [&str; 5] = [
+    "opened",
+    "agent_replied",
+    "customer_replied",
+    "resolved",
+    "reopened",
+];
+
+impl Default for EventCounters {
+    fn default() -> Self {
+        EventCounters {
+            orders: ["placed", "fulfilled", "returned"]
+                .map(|action| counter!(ORDERS, "action" => action)),
+            ticket_events: TICKET_ACTIONS.map(|action| counter!(TICKET_EVENTS, "action" => action)),
+            survey_responses: ["nps", "csat", "ces"]
+                .map(|kind| counter!(SURVEY_RESPONSES, "kind" => kind)),
+            signals: SignalKind::ALL.map(|kind| counter!(SIGNALS, "type" => kind.name())),
+            revenue: HashMap::new(),
+            returned: HashMap::new(),
+            first_response: histogram!(FIRST_RESPONSE_SECONDS),
         }
     }
-    for (_, measure) in measures {
-        if let crate::window::Measure::FirstResponse { millis } = measure {
-            metrics::histogram!(FIRST_RESPONSE_SECONDS).record(seconds(*millis));
+}
+
+impl EventCounters {
+    /// Counts an applied event and the window measures it contributed.
+    pub fn count_event(
+        &mut self,
+        event: &crate::event::Event,
+        measures: &[(crate::event::EventTime, crate::window::Measure)],
+    ) {
+        use crate::event::{EventBody, PurchaseAction, SurveyResponse, TicketAction};
+        match &event.body {
+            EventBody::Purchase(purchase) => match purchase.action {
+                PurchaseAction::Placed { amount } => {
+                    self.orders[0].increment(1);
+                    per_currency(&mut self.revenue, REVENUE_MINOR, amount.currency)
+                        .increment(amount.amount.0.unsigned_abs());
+                }
+                PurchaseAction::Fulfilled { .. } => self.orders[1].increment(1),
+                PurchaseAction::Returned { amount } => {
+                    self.orders[2].increment(1);
+                    per_currency(&mut self.returned, RETURNED_MINOR, amount.currency)
+                        .increment(amount.amount.0.unsigned_abs());
+                }
+            },
+            EventBody::Ticket(ticket) => {
+                let action = match ticket.action {
+                    TicketAction::Opened { .. } => 0,
+                    TicketAction::AgentReplied => 1,
+                    TicketAction::CustomerReplied => 2,
+                    TicketAction::Resolved => 3,
+                    TicketAction::Reopened => 4,
+                };
+                self.ticket_events[action].increment(1);
+            }
+            EventBody::Survey(survey) => {
+                let kind = match survey.response {
+                    SurveyResponse::Nps { .. } => 0,
+                    SurveyResponse::Csat { .. } => 1,
+                    SurveyResponse::Ces { .. } => 2,
+                };
+                self.survey_responses[kind].increment(1);
+            }
+        }
+        for (_, measure) in measures {
+            if let crate::window::Measure::FirstResponse { millis } = measure {
+                self.first_response.record(seconds(*millis));
+            }
         }
     }
+
+    /// Counts a published signal.
+    pub fn count_signal(&self, kind: SignalKind) {
+        self.signals[kind as usize].increment(1);
+    }
+}
+
+/// The counter of `name` labelled with `currency`, registered at its first use.
+fn per_currency<'a>(
+    counters: &'a mut HashMap<Currency, Counter>,
+    name: &'static str,
+    currency: Currency,
+) -> &'a Counter {
+    counters
+        .entry(currency)
+        .or_insert_with(|| counter!(name, "currency" => currency.to_string()))
 }

@@ -20,8 +20,10 @@ async fn aborting_after_any_changelog_record_changes_no_result() {
     let mut config = common::test_config(&broker, "crash-points");
     // Static membership: each restart takes the tasks back at once, no session to wait out.
     config.kafka.group_instance_id = "crash-points-0".into();
-    // Small cycles, so that one instance's life holds several flushes.
+    // Small cycles, each flushing the state, so that one instance's life holds
+    // several flushes.
     config.processing.batch_max_records = 200;
+    config.kafka.commit_interval = Duration::from_millis(1);
     let partitions = 2;
     broker.create_topics(&config, partitions).await;
     let scenario = Scenario {

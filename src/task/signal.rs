@@ -24,6 +24,17 @@ pub enum SignalKind {
 }
 
 impl SignalKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
+    pub const ALL: [SignalKind; 7] = [
+        SignalKind::DetractorResponse,
+        SignalKind::SlaBreached,
+        SignalKind::TicketReopened,
+        SignalKind::CustomerChurned,
+        SignalKind::CustomerReactivated,
+        SignalKind::SegmentChanged,
+        SignalKind::VipAtRisk,
+    ];
+
     /// The SPEC's snake_case name.
     pub fn name(self) -> &'static str {
         match self {
