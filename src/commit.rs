@@ -53,6 +53,9 @@ pub trait CommitStrategy {
     fn settle(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+    /// Forgets the offsets held back for `task`, whose in-memory state was
+    /// dropped or replaced by a restore: they describe state that no flush will write.
+    fn forget(&mut self, _task: u32) {}
 }
 
 /// Cycles handed over and not yet settled before `commit` waits for the oldest.
@@ -264,6 +267,12 @@ impl CommitStrategy for AtLeastOnce {
             }
             self.wait_for_oldest();
         }
+    }
+
+    fn forget(&mut self, task: u32) {
+        // Stored later, they would commit input the task's restored state lacks.
+        self.settled_offsets
+            .retain(|(_, partition), _| u32::try_from(*partition).ok() != Some(task));
     }
 }
 

@@ -6,7 +6,7 @@
 //! (`commit`: at-least-once or exactly-once). Start-up checks, broker health,
 //! rebalances with their restores, and the drain at shutdown live here too.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -255,9 +255,17 @@ impl Loop {
     fn cycle_until_stopped(&mut self, strategy: &mut dyn CommitStrategy) -> anyhow::Result<()> {
         while !self.shared.stop.load(Ordering::SeqCst) {
             strategy.check()?;
-            let records = self.input.poll_batch();
+            let mut records = self.input.poll_batch();
             self.input.check_brokers()?;
-            self.apply_assignment_changes(strategy)?;
+            let replaced = self.apply_assignment_changes(strategy)?;
+            if !replaced.is_empty() {
+                // Polled before the rebalance: a restored task re-reads them from
+                // its committed offsets, after the state it restored.
+                records.retain(|record| {
+                    u32::try_from(record.position.partition)
+                        .is_ok_and(|task| !replaced.contains(&task))
+                });
+            }
             let cycle = self.process(records);
             if !cycle.is_empty() {
                 strategy.commit(cycle)?;
@@ -266,17 +274,25 @@ impl Loop {
         Ok(())
     }
 
-    /// Creates (restoring from the changelog) or drops tasks after a rebalance.
+    /// Creates (restoring from the changelog) or drops tasks after a rebalance;
+    /// returns the tasks dropped or restored, whose in-memory state was replaced.
     fn apply_assignment_changes(
         &mut self,
         strategy: &mut dyn CommitStrategy,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<BTreeSet<u32>> {
+        let mut replaced = BTreeSet::new();
         let changes = self.consumer.context().take_changes();
         if changes.is_empty() {
-            return Ok(());
+            return Ok(replaced);
         }
         // State still in flight reaches the changelog before any restore reads it.
         strategy.settle()?;
+        for change in &changes {
+            let (Assignment::Assigned(ids) | Assignment::Revoked(ids)) = change;
+            for id in ids {
+                strategy.forget(*id);
+            }
+        }
         let shared = self.shared.clone();
         for change in changes {
             match change {
@@ -295,14 +311,17 @@ impl Loop {
                             self.settings.clone(),
                             Duration::from_secs(30),
                         )?;
+                        self.resume_after(&task);
                         shared.tasks().insert(id, task);
                         self.processor.restored(id);
+                        replaced.insert(id);
                     }
                     shared.ready.store(true, Ordering::SeqCst);
                 }
                 Assignment::Revoked(ids) => {
                     for id in ids {
                         shared.tasks().remove(&id);
+                        replaced.insert(id);
                         self.processor.zero_task_gauges(id);
                         shared.latest_windows().retain(|(_, task), _| *task != id);
                     }
@@ -310,7 +329,30 @@ impl Loop {
             }
         }
         gauge!(telemetry::TASKS_ASSIGNED).set(shared.tasks().len() as f64);
-        Ok(())
+        Ok(replaced)
+    }
+
+    /// Points the consumer at the first input record a restored task's state
+    /// lacks, so that records the state includes are not read again. Either
+    /// way, records of the task polled before its restore are dropped and read
+    /// again (from here, or from the committed offsets, which the state
+    /// includes: replays are skipped), never applied to the restored state.
+    fn resume_after(&self, task: &Task) {
+        let partition = i32::try_from(task.id()).unwrap_or(i32::MAX);
+        for source in Source::ALL {
+            let next = task.next_offset(source);
+            if next < 0 {
+                continue; // nothing applied yet: the committed offset is the start
+            }
+            let topic = self.config.topics.input(source);
+            let offset = rdkafka::Offset::Offset(next);
+            if let Err(error) =
+                self.consumer
+                    .seek(topic, partition, offset, Duration::from_secs(10))
+            {
+                warn!(%error, topic, partition, next, "seek after restore failed; replaying from the committed offset");
+            }
+        }
     }
 
     /// Applies a batch under the tasks lock (see [`Processor::process`]), then

@@ -126,28 +126,38 @@ pub struct Processor {
     changed_profiles: ChangedProfiles,
 }
 
-/// The profiles a cycle changed, each with the record id of its last change.
+/// The profiles changed since the last flush, each with its last change.
 #[derive(Default)]
 struct ChangedProfiles {
-    order: Vec<((u32, CustomerId), String)>,
-    index: HashMap<(u32, CustomerId), usize>,
+    /// (task, customer, last change), in order of first change.
+    order: Vec<(u32, CustomerId, ProfileChange)>,
+    /// Per task: customer → index in `order`.
+    index: HashMap<u32, HashMap<CustomerId, usize>>,
+}
+
+/// What last changed a profile: names its `cx.profiles` record (`ce_id`).
+enum ProfileChange {
+    /// The input record at this position (the id is built only if it is the last).
+    Record(Source, i32, i64),
+    /// A review timer, by its key.
+    Timer(String),
 }
 
 impl ChangedProfiles {
-    /// Notes that `customer_id` of `task` changed; `event_id` names the change.
-    fn note(&mut self, task: u32, customer_id: &CustomerId, event_id: String) {
-        match self.index.get(&(task, customer_id.clone())) {
-            Some(&at) => self.order[at].1 = event_id,
+    /// Notes that `customer_id` of `task` changed by `change`.
+    fn note(&mut self, task: u32, customer_id: &CustomerId, change: ProfileChange) {
+        let index = self.index.entry(task).or_default();
+        match index.get(customer_id) {
+            Some(&at) => self.order[at].2 = change,
             None => {
-                let key = (task, customer_id.clone());
-                self.index.insert(key.clone(), self.order.len());
-                self.order.push((key, event_id));
+                index.insert(customer_id.clone(), self.order.len());
+                self.order.push((task, customer_id.clone(), change));
             }
         }
     }
 
     /// The changes noted, in order, leaving none.
-    fn take(&mut self) -> Vec<((u32, CustomerId), String)> {
+    fn take(&mut self) -> Vec<(u32, CustomerId, ProfileChange)> {
         self.index.clear();
         std::mem::take(&mut self.order)
     }
@@ -296,12 +306,21 @@ impl Processor {
         }
         if flush {
             // Profiles go out with the state: one record per changed customer per flush.
-            for ((task_id, customer_id), event_id) in self.changed_profiles.take() {
+            for (task_id, customer_id, change) in self.changed_profiles.take() {
                 let Some(profile) = tasks
                     .get(&task_id)
                     .and_then(|task| task.profile(&customer_id))
                 else {
                     continue; // revoked meanwhile: its new owner publishes it
+                };
+                let event_id = match change {
+                    ProfileChange::Record(source, partition, offset) => SourcePosition {
+                        topic: self.counters[source.index()].topic.clone(),
+                        partition,
+                        offset,
+                    }
+                    .id("profile"),
+                    ProfileChange::Timer(cause) => timer_profile_id(&customer_id, &cause),
                 };
                 let record = self.encoder.profile_with_id(profile, event_id);
                 cycle.outputs.push(self.encoder.within_limits(record, None));
@@ -366,10 +385,11 @@ impl Processor {
                 self.event_counters.count_event(&event, measures);
                 let position = Some(&record.position);
                 let encoder = &self.encoder;
+                let at = &record.position;
                 self.changed_profiles.note(
                     task_id,
                     &profile.customer_id,
-                    record.position.id("profile"),
+                    ProfileChange::Record(record.source, at.partition, at.offset),
                 );
                 cycle.outputs.push(encoder.within_limits(
                     encoder.enriched(&event, profile, &record.position),
@@ -403,9 +423,11 @@ impl Processor {
                         .within_limits(self.encoder.signal(&signal, position), position)
                 }
                 Emitted::Profile { profile, cause } => {
-                    let event_id = timer_profile_id(&profile.customer_id, &cause);
-                    self.changed_profiles
-                        .note(task, &profile.customer_id, event_id);
+                    self.changed_profiles.note(
+                        task,
+                        &profile.customer_id,
+                        ProfileChange::Timer(cause),
+                    );
                     continue;
                 }
             };

@@ -60,6 +60,15 @@ impl SourceContext {
         }
     }
 
+    /// True when an assignment change waits to be taken.
+    pub fn has_changes(&self) -> bool {
+        !self
+            .changes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty()
+    }
+
     /// True when the statistics last reported records of this partition not yet consumed.
     pub fn has_backlog(&self, topic: &str, partition: i32) -> bool {
         let lag = self
@@ -462,6 +471,11 @@ impl InputSource {
                 }
             }
             if Instant::now() >= deadline && !records.is_empty() {
+                break;
+            }
+            // A rebalance ends the batch: its records all come from before it, so
+            // those of a task that is then restored can be dropped and read again.
+            if self.consumer.context().has_changes() {
                 break;
             }
         }

@@ -82,6 +82,11 @@ impl Task {
         offset < self.included[source.index()]
     }
 
+    /// The first input offset of `source` the state does not include (-1: it includes none).
+    pub fn next_offset(&self, source: Source) -> i64 {
+        self.included[source.index()]
+    }
+
     /// Records that the state now includes the input record at `offset` of `source`.
     pub fn mark_included(&mut self, source: Source, offset: i64) {
         let next = &mut self.included[source.index()];
