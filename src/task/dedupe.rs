@@ -124,6 +124,12 @@ impl Dedupe {
         }
     }
 
+    /// Forgets what was added or expired since the last flush (memory measurement only).
+    pub(crate) fn discard_changes(&mut self) {
+        self.added = Vec::new();
+        self.expired = Vec::new();
+    }
+
     /// Entries held.
     pub fn len(&self) -> usize {
         self.seen.len()

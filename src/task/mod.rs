@@ -660,7 +660,61 @@ pub struct StateCounts {
     pub active_index_entries: usize,
 }
 
+/// A kind of task state, to attribute heap memory to it (see [`Task::discard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatePart {
+    /// Changes not yet taken by [`Task::take_changelog`].
+    PendingChanges,
+    /// Pending timers.
+    Timers,
+    /// De-duplication memory.
+    Dedupe,
+    /// Tickets.
+    Tickets,
+    /// Window panes.
+    Panes,
+    /// The active-customer index of the retention group.
+    ActiveIndex,
+    /// Profiles and their index.
+    Profiles,
+}
+
+impl StatePart {
+    /// Every part, in the order [`Task::discard`] can drop them one after another.
+    pub const ALL: [StatePart; 7] = [
+        StatePart::PendingChanges,
+        StatePart::Timers,
+        StatePart::Dedupe,
+        StatePart::Tickets,
+        StatePart::Panes,
+        StatePart::ActiveIndex,
+        StatePart::Profiles,
+    ];
+}
+
 impl Task {
+    /// Drops one kind of state so that a counting allocator sees how much heap it
+    /// held (state-size test and bench); the task must not process anything after.
+    pub fn discard(&mut self, part: StatePart) {
+        match part {
+            StatePart::PendingChanges => {
+                self.changed_profiles = HashSet::new();
+                self.measures = Vec::new();
+                self.stale_batches = Vec::new();
+                self.batch_to_rewrite = Vec::new();
+                self.tickets.discard_changes();
+                self.windows.discard_changes();
+                self.dedupe.discard_changes();
+            }
+            StatePart::Timers => self.timers = Timers::default(),
+            StatePart::Dedupe => self.dedupe = Dedupe::default(),
+            StatePart::Tickets => self.tickets = TicketBook::default(),
+            StatePart::Panes => self.windows.discard_panes(),
+            StatePart::ActiveIndex => self.windows.discard_active(),
+            StatePart::Profiles => self.profiles = HashMap::new(),
+        }
+    }
+
     /// Counts of everything the task holds.
     pub fn state_counts(&self) -> StateCounts {
         StateCounts {

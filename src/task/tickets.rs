@@ -177,6 +177,11 @@ impl TicketBook {
             .collect()
     }
 
+    /// Forgets which tickets changed (memory measurement only).
+    pub(crate) fn discard_changes(&mut self) {
+        self.changed = HashSet::new();
+    }
+
     /// Puts back a ticket read from the changelog.
     pub fn restore(&mut self, ticket_id: TicketId, state: TicketState) {
         if let Some(resolved_at) = state.resolved_at {

@@ -310,6 +310,24 @@ impl Windows {
         &mut self.active
     }
 
+    /// Forgets which panes and index entries changed (memory measurement only).
+    pub(crate) fn discard_changes(&mut self) {
+        self.changed_panes = BTreeSet::new();
+        self.active.discard_changes();
+    }
+
+    /// Drops every pane (memory measurement only).
+    pub(crate) fn discard_panes(&mut self) {
+        for state in &mut self.specs {
+            state.panes = BTreeMap::new();
+        }
+    }
+
+    /// Drops the active-customer index (memory measurement only).
+    pub(crate) fn discard_active(&mut self) {
+        self.active = ActiveCustomers::new(0, 0);
+    }
+
     /// Entries of the active-customer index.
     pub fn active_index_len(&self) -> usize {
         self.active.len()

@@ -87,6 +87,11 @@ impl ActiveCustomers {
         }
     }
 
+    /// Forgets which keys changed (memory measurement only).
+    pub(crate) fn discard_changes(&mut self) {
+        self.changed = std::collections::BTreeSet::new();
+    }
+
     /// Records a purchase at `at` by a customer whose previous purchase was `previous`.
     pub fn purchase(&mut self, at: EventTime, previous: Option<EventTime>) {
         let (at, horizon) = (at.millis(), self.horizon_millis);
