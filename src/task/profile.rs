@@ -3,15 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::SegmentsConfig;
 use crate::event::{Currency, CustomerId, EventTime, NpsCategory};
 use crate::window::millis;
 
 /// Where a customer is in their relationship with us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lifecycle {
     /// No purchase yet.
     Prospect,
@@ -39,8 +36,7 @@ impl Lifecycle {
 }
 
 /// RFM segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Segment {
     /// Recent, frequent, valuable.
     Champion,
@@ -93,7 +89,7 @@ impl ProfileRules {
 }
 
 /// A last survey answer with its scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastScore {
     /// The score.
     pub score: u8,
@@ -103,8 +99,94 @@ pub struct LastScore {
     pub at: EventTime,
 }
 
+/// Placed and returned value in one currency, minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrencyTotals {
+    /// The currency.
+    pub currency: Currency,
+    /// Whether any order was placed in it (an order may be worth 0).
+    pub placed: bool,
+    /// Whether anything was returned in it.
+    pub returned: bool,
+    /// Placed value.
+    pub revenue_minor: i64,
+    /// Returned value.
+    pub returned_minor: i64,
+}
+
+impl CurrencyTotals {
+    fn new(currency: Currency) -> Self {
+        CurrencyTotals {
+            currency,
+            placed: false,
+            returned: false,
+            revenue_minor: 0,
+            returned_minor: 0,
+        }
+    }
+}
+
+/// Revenue and returns per currency. Almost every customer pays in one
+/// currency: it is held inline (24 bytes), further ones in a rarely used box,
+/// instead of two B-tree maps with a heap node each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyTotals {
+    first: Option<CurrencyTotals>,
+    more: Option<Box<Vec<CurrencyTotals>>>,
+}
+
+impl MoneyTotals {
+    fn totals_mut(&mut self, currency: Currency) -> &mut CurrencyTotals {
+        let first = self
+            .first
+            .get_or_insert_with(|| CurrencyTotals::new(currency));
+        if first.currency == currency {
+            return first;
+        }
+        let more = self.more.get_or_insert_with(Box::default);
+        match more.iter().position(|totals| totals.currency == currency) {
+            Some(index) => &mut more[index],
+            None => {
+                more.push(CurrencyTotals::new(currency));
+                let last = more.len() - 1;
+                &mut more[last]
+            }
+        }
+    }
+
+    /// Adds a placed order's value.
+    pub fn add_revenue(&mut self, currency: Currency, amount_minor: i64) {
+        let totals = self.totals_mut(currency);
+        totals.placed = true;
+        totals.revenue_minor += amount_minor;
+    }
+
+    /// Adds a return's value.
+    pub fn add_returned(&mut self, currency: Currency, amount_minor: i64) {
+        let totals = self.totals_mut(currency);
+        totals.returned = true;
+        totals.returned_minor += amount_minor;
+    }
+
+    /// Every currency with an order or a return.
+    pub fn iter(&self) -> impl Iterator<Item = &CurrencyTotals> {
+        self.first
+            .iter()
+            .chain(self.more.iter().flat_map(|more| more.iter()))
+    }
+
+    /// Totals read back from the changelog.
+    pub fn from_totals(totals: impl IntoIterator<Item = CurrencyTotals>) -> Self {
+        let mut money = MoneyTotals::default();
+        for entry in totals {
+            *money.totals_mut(entry.currency) = entry;
+        }
+        money
+    }
+}
+
 /// Everything known about one customer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     /// The customer.
     pub customer_id: CustomerId,
@@ -116,10 +198,8 @@ pub struct Profile {
     pub events: u64,
     /// Orders placed.
     pub orders_placed: u64,
-    /// Placed value per currency.
-    pub revenue_minor: BTreeMap<Currency, i64>,
-    /// Returned value per currency.
-    pub returned_minor: BTreeMap<Currency, i64>,
+    /// Placed and returned value per currency.
+    pub money: MoneyTotals,
     /// First `placed`.
     pub first_purchase_at: Option<EventTime>,
     /// Latest `placed`.
@@ -166,8 +246,7 @@ impl Profile {
             last_seen: at,
             events: 0,
             orders_placed: 0,
-            revenue_minor: BTreeMap::new(),
-            returned_minor: BTreeMap::new(),
+            money: MoneyTotals::default(),
             first_purchase_at: None,
             last_purchase_at: None,
             purchase_gap_millis_sum: 0,
@@ -188,13 +267,35 @@ impl Profile {
         }
     }
 
+    /// Placed value per currency (currencies with an order).
+    pub fn revenue_minor(&self) -> BTreeMap<Currency, i64> {
+        self.money
+            .iter()
+            .filter(|totals| totals.placed)
+            .map(|totals| (totals.currency, totals.revenue_minor))
+            .collect()
+    }
+
+    /// Returned value per currency (currencies with a return).
+    pub fn returned_minor(&self) -> BTreeMap<Currency, i64> {
+        self.money
+            .iter()
+            .filter(|totals| totals.returned)
+            .map(|totals| (totals.currency, totals.returned_minor))
+            .collect()
+    }
+
     /// Net value per currency: revenue minus returns.
     pub fn net_value_minor(&self) -> BTreeMap<Currency, i64> {
-        let mut net = self.revenue_minor.clone();
-        for (currency, amount) in &self.returned_minor {
-            *net.entry(*currency).or_default() -= amount;
-        }
-        net
+        self.money
+            .iter()
+            .map(|totals| {
+                (
+                    totals.currency,
+                    totals.revenue_minor - totals.returned_minor,
+                )
+            })
+            .collect()
     }
 
     /// Category of the latest NPS answer.
@@ -245,10 +346,11 @@ impl Profile {
             return Segment::AtRisk;
         }
         let recent = now < last.plus_millis(rules.champion_recency_millis);
+        // Evaluated on every event: no map is built for it.
         let valuable = self
-            .net_value_minor()
-            .values()
-            .any(|net| *net >= rules.champion_min_value);
+            .money
+            .iter()
+            .any(|totals| totals.revenue_minor - totals.returned_minor >= rules.champion_min_value);
         if recent && self.orders_placed >= rules.champion_min_orders && valuable {
             Segment::Champion
         } else {
@@ -328,7 +430,7 @@ mod tests {
         profile.first_purchase_at = Some(day(0));
         profile.last_purchase_at = Some(day(100));
         profile.orders_placed = 5;
-        profile.revenue_minor.insert(eur, 60_000);
+        profile.money.add_revenue(eur, 60_000);
         let at = |now| {
             let lifecycle = profile.lifecycle_at(day(now), &rules);
             profile.segment_at(day(now), lifecycle, &rules)
@@ -337,7 +439,7 @@ mod tests {
         assert_eq!(at(140), Segment::Regular);
         assert_eq!(at(146), Segment::AtRisk);
         assert_eq!(at(190), Segment::Lost);
-        profile.returned_minor.insert(eur, 20_000);
+        profile.money.add_returned(eur, 20_000);
         let lifecycle = profile.lifecycle_at(day(110), &rules);
         assert_eq!(
             profile.segment_at(day(110), lifecycle, &rules),

@@ -9,15 +9,24 @@
 
 use std::collections::BTreeSet;
 
-use crate::event::{CustomerId, EventTime, TicketId};
+use crate::event::EventTime;
 
-/// What a timer is for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A customer of a task: the slot of its profile (see [`super::slab`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CustomerSlot(pub u32);
+
+/// A ticket of a task: its slot in the ticket book (see [`super::slab`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TicketSlot(pub u32);
+
+/// What a timer is for. Slots rather than ids keep a timer at 16 bytes with
+/// its time; at one instant SLA timers still come before reviews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// The first-response SLA deadline of a ticket.
-    Sla(TicketId),
+    Sla(TicketSlot),
     /// Re-evaluate a customer's lifecycle and segment.
-    Review(CustomerId),
+    Review(CustomerSlot),
 }
 
 /// Pending timers, ordered by time.
@@ -69,19 +78,19 @@ mod tests {
     fn due_timers_come_out_once_in_time_order() {
         let mut timers = Timers::default();
         let at = EventTime::from_millis;
-        timers.schedule(at(30), Timer::Review(CustomerId::new("b")));
-        timers.schedule(at(10), Timer::Sla(TicketId::new("t")));
-        timers.schedule(at(20), Timer::Review(CustomerId::new("a")));
-        timers.cancel(at(20), Timer::Review(CustomerId::new("a")));
+        timers.schedule(at(30), Timer::Review(CustomerSlot(2)));
+        timers.schedule(at(10), Timer::Sla(TicketSlot(7)));
+        timers.schedule(at(20), Timer::Review(CustomerSlot(1)));
+        timers.cancel(at(20), Timer::Review(CustomerSlot(1)));
         // Due strictly after time + lateness.
         assert_eq!(timers.pop_due(at(15), 5), None);
         assert_eq!(
             timers.pop_due(at(16), 5),
-            Some((at(10), Timer::Sla(TicketId::new("t"))))
+            Some((at(10), Timer::Sla(TicketSlot(7))))
         );
         assert_eq!(
             timers.pop_due(at(100), 5),
-            Some((at(30), Timer::Review(CustomerId::new("b"))))
+            Some((at(30), Timer::Review(CustomerSlot(2))))
         );
         assert_eq!(timers.pop_due(at(1000), 5), None);
     }
