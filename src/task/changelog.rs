@@ -40,7 +40,7 @@ use std::sync::Arc;
 use prost::Message;
 
 use super::dedupe::{SeenEvent, SeenEvents};
-use super::profile::{CurrencyTotals, LastScore, MoneyTotals};
+use super::profile::{CurrencyTotals, LastScore, MoneyTotals, Survey};
 use super::tickets::{TicketFlags, TicketState};
 use super::timers::{CustomerSlot, Timer};
 use super::watermark::Watermark;
@@ -164,8 +164,8 @@ fn customer_value(entry: &CustomerEntry) -> Vec<u8> {
         last_seen: profile.last_seen.millis(),
         as_of: profile.as_of.millis(),
         updated_at: profile.updated_at.millis(),
-        events: profile.events,
-        orders_placed: profile.orders_placed,
+        events: profile.events.into(),
+        orders_placed: profile.orders_placed.into(),
         money: profile
             .money
             .iter()
@@ -181,14 +181,14 @@ fn customer_value(entry: &CustomerEntry) -> Vec<u8> {
         last_purchase_at: profile.last_purchase_at.map(EventTime::millis),
         purchase_gap_millis_sum: profile.purchase_gap_millis_sum,
         reactivated_at: profile.reactivated_at.map(EventTime::millis),
-        open_tickets: profile.open_tickets,
-        tickets_opened: profile.tickets_opened,
-        tickets_resolved: profile.tickets_resolved,
-        first_responses: profile.first_responses,
+        open_tickets: profile.open_tickets.into(),
+        tickets_opened: profile.tickets_opened.into(),
+        tickets_resolved: profile.tickets_resolved.into(),
+        first_responses: profile.first_responses.into(),
         first_response_millis_sum: profile.first_response_millis_sum,
-        last_nps: score_to_proto(profile.last_nps),
-        last_csat: score_to_proto(profile.last_csat),
-        last_ces: score_to_proto(profile.last_ces),
+        last_nps: score_to_proto(profile.last_nps()),
+        last_csat: score_to_proto(profile.last_csat()),
+        last_ces: score_to_proto(profile.last_ces()),
         lifecycle: lifecycle_to_proto(profile.lifecycle).into(),
         segment: segment_to_proto(profile.segment).into(),
         review_at: profile.review_at.map(EventTime::millis),
@@ -238,25 +238,26 @@ fn customer_from_value(
     let (Some(last_nps), Some(last_csat), Some(last_ces)) = scores else {
         return Err(invalid(key, "survey score out of range"));
     };
-    let profile = Profile {
+    let count = |value: u64| u32::try_from(value).map_err(|_| invalid(key, "count out of range"));
+    let mut profile = Profile {
         customer_id,
         first_seen: time(message.first_seen),
         last_seen: time(message.last_seen),
-        events: message.events,
-        orders_placed: message.orders_placed,
+        events: count(message.events)?,
+        orders_placed: count(message.orders_placed)?,
         money: MoneyTotals::from_totals(money),
         first_purchase_at: message.first_purchase_at.map(time),
         last_purchase_at: message.last_purchase_at.map(time),
         purchase_gap_millis_sum: message.purchase_gap_millis_sum,
         reactivated_at: message.reactivated_at.map(time),
-        open_tickets: message.open_tickets,
-        tickets_opened: message.tickets_opened,
-        tickets_resolved: message.tickets_resolved,
-        first_responses: message.first_responses,
+        open_tickets: count(message.open_tickets)?,
+        tickets_opened: count(message.tickets_opened)?,
+        tickets_resolved: count(message.tickets_resolved)?,
+        first_responses: count(message.first_responses)?,
         first_response_millis_sum: message.first_response_millis_sum,
-        last_nps,
-        last_csat,
-        last_ces,
+        last_answer_at: [None; 3],
+        last_answer_score: [0; 3],
+        last_answer_scale_max: [0; 3],
         lifecycle: lifecycle_from_proto(message.lifecycle)
             .ok_or_else(|| invalid(key, "unknown lifecycle"))?,
         segment: segment_from_proto(message.segment)
@@ -265,6 +266,15 @@ fn customer_from_value(
         review_at: message.review_at.map(time),
         updated_at: time(message.updated_at),
     };
+    for (survey, answer) in [
+        (Survey::Nps, last_nps),
+        (Survey::Csat, last_csat),
+        (Survey::Ces, last_ces),
+    ] {
+        if let Some(answer) = answer {
+            profile.set_last_answer(survey, answer);
+        }
+    }
     Ok((profile, SeenEvents::from_entries(seen)))
 }
 
@@ -518,6 +528,19 @@ impl Restorer {
         }
     }
 
+    /// Starts the restore of task `id` from a changelog of about `records` records.
+    pub fn with_capacity(
+        id: u32,
+        settings: Arc<TaskSettings>,
+        wall: EventTime,
+        records: usize,
+    ) -> Self {
+        let mut restorer = Restorer::new(id, settings, wall);
+        // Most records of a large changelog are customers; tickets come second.
+        restorer.task.customers.reserve(records);
+        restorer
+    }
+
     /// Customers restored so far.
     pub fn profile_count(&self) -> usize {
         self.task.profile_count()
@@ -556,15 +579,14 @@ impl Restorer {
                     seen,
                     changed: false,
                 };
-                match task.customers.find(&entry.profile.customer_id) {
-                    Some(slot) => {
+                let (slot, entry) = task.customers.find_or_insert(entry);
+                if let Some(entry) = entry {
+                    // A later record of a customer already restored (or a placeholder).
+                    if !self.placeholders.is_empty() {
                         self.placeholders.remove(&slot);
-                        if let Some(existing) = task.customers.get_mut(slot) {
-                            *existing = entry;
-                        }
                     }
-                    None => {
-                        task.customers.insert(entry);
+                    if let Some(existing) = task.customers.get_mut(slot) {
+                        *existing = entry;
                     }
                 }
             }
@@ -579,18 +601,14 @@ impl Restorer {
                     .ok_or_else(|| invalid(key, "unknown channel"))?;
                 let customer_id = CustomerId::new(ticket.customer_id);
                 // Compaction may keep a customer's latest record after its ticket's.
-                let customer = match task.customers.find(&customer_id) {
-                    Some(slot) => slot,
-                    None => {
-                        let slot = task.customers.insert(CustomerEntry {
-                            profile: Profile::new(customer_id, EventTime::MIN),
-                            seen: SeenEvents::default(),
-                            changed: false,
-                        });
-                        self.placeholders.insert(slot);
-                        slot
-                    }
-                };
+                let (customer, absent) = task.customers.find_or_insert(CustomerEntry {
+                    profile: Profile::new(customer_id, EventTime::MIN),
+                    seen: SeenEvents::default(),
+                    changed: false,
+                });
+                if absent.is_none() {
+                    self.placeholders.insert(customer);
+                }
                 task.tickets.restore(TicketState::restored(
                     ticket_id,
                     customer,
@@ -701,14 +719,21 @@ impl Restorer {
                 .evict_resolved_before(watermark.plus_millis(-retention), 0, |_, _| {});
         }
         // Timers are derived state.
-        for (slot, entry) in task.customers.slab.iter() {
-            if let Some(at) = entry.profile.review_at {
-                task.timers.schedule(at, Timer::Review(CustomerSlot(slot)));
-            }
-        }
-        for (at, ticket) in task.tickets.pending_sla_deadlines() {
-            task.timers.schedule(at, Timer::Sla(ticket));
-        }
+        let mut timers: Vec<(EventTime, Timer)> = task
+            .customers
+            .slab
+            .iter()
+            .filter_map(|(slot, entry)| {
+                let at = entry.profile.review_at?;
+                Some((at, Timer::Review(CustomerSlot(slot))))
+            })
+            .collect();
+        timers.extend(
+            task.tickets
+                .pending_sla_deadlines()
+                .map(|(at, ticket)| (at, Timer::Sla(ticket))),
+        );
+        task.timers.schedule_all(timers);
         // A restore is not a change (but leftover write-ahead batches are deleted).
         let stale = std::mem::take(&mut task.stale_batches);
         task.take_changelog();

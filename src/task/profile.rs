@@ -88,6 +88,17 @@ impl ProfileRules {
     }
 }
 
+/// A kind of survey, as the profile remembers its latest answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Survey {
+    /// Net promoter score.
+    Nps = 0,
+    /// Customer satisfaction.
+    Csat = 1,
+    /// Customer effort score.
+    Ces = 2,
+}
+
 /// A last survey answer with its scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastScore {
@@ -132,6 +143,8 @@ impl CurrencyTotals {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MoneyTotals {
     first: Option<CurrencyTotals>,
+    // Boxed: 8 bytes in every profile instead of a Vec's 24, for what is almost never used.
+    #[allow(clippy::box_collection)]
     more: Option<Box<Vec<CurrencyTotals>>>,
 }
 
@@ -194,10 +207,10 @@ pub struct Profile {
     pub first_seen: EventTime,
     /// Latest event time seen; the instant lifecycle and segment are evaluated at.
     pub last_seen: EventTime,
-    /// Events applied.
-    pub events: u64,
+    /// Events applied (counts are u32: a customer with four billion events is not a customer).
+    pub events: u32,
     /// Orders placed.
-    pub orders_placed: u64,
+    pub orders_placed: u32,
     /// Placed and returned value per currency.
     pub money: MoneyTotals,
     /// First `placed`.
@@ -209,21 +222,23 @@ pub struct Profile {
     /// When the customer came back after churning, if they did.
     pub reactivated_at: Option<EventTime>,
     /// Tickets currently open.
-    pub open_tickets: u64,
+    pub open_tickets: u32,
     /// Tickets opened.
-    pub tickets_opened: u64,
+    pub tickets_opened: u32,
     /// Resolutions.
-    pub tickets_resolved: u64,
+    pub tickets_resolved: u32,
     /// First responses received.
-    pub first_responses: u64,
+    pub first_responses: u32,
     /// Sum of first-response times, ms.
     pub first_response_millis_sum: i64,
-    /// Latest NPS answer.
-    pub last_nps: Option<LastScore>,
-    /// Latest CSAT answer.
-    pub last_csat: Option<LastScore>,
-    /// Latest CES answer.
-    pub last_ces: Option<LastScore>,
+    /// Times of the latest NPS, CSAT and CES answers ([`Survey`] order); with the
+    /// two arrays below rather than three `Option<LastScore>`, the scores fill
+    /// what would otherwise be padding.
+    pub(crate) last_answer_at: [Option<EventTime>; 3],
+    /// Their scores.
+    pub(crate) last_answer_score: [u8; 3],
+    /// Their scales' maximums.
+    pub(crate) last_answer_scale_max: [u8; 3],
     /// Lifecycle at `as_of`.
     pub lifecycle: Lifecycle,
     /// Segment at `as_of`.
@@ -256,9 +271,9 @@ impl Profile {
             tickets_resolved: 0,
             first_responses: 0,
             first_response_millis_sum: 0,
-            last_nps: None,
-            last_csat: None,
-            last_ces: None,
+            last_answer_at: [None; 3],
+            last_answer_score: [0; 3],
+            last_answer_scale_max: [0; 3],
             lifecycle: Lifecycle::Prospect,
             segment: Segment::Regular,
             as_of: at,
@@ -298,9 +313,42 @@ impl Profile {
             .collect()
     }
 
+    /// The latest answer to a kind of survey.
+    pub fn last_answer(&self, survey: Survey) -> Option<LastScore> {
+        let index = survey as usize;
+        self.last_answer_at[index].map(|at| LastScore {
+            score: self.last_answer_score[index],
+            scale_max: self.last_answer_scale_max[index],
+            at,
+        })
+    }
+
+    /// Records the latest answer to a kind of survey.
+    pub fn set_last_answer(&mut self, survey: Survey, answer: LastScore) {
+        let index = survey as usize;
+        self.last_answer_at[index] = Some(answer.at);
+        self.last_answer_score[index] = answer.score;
+        self.last_answer_scale_max[index] = answer.scale_max;
+    }
+
+    /// Latest NPS answer.
+    pub fn last_nps(&self) -> Option<LastScore> {
+        self.last_answer(Survey::Nps)
+    }
+
+    /// Latest CSAT answer.
+    pub fn last_csat(&self) -> Option<LastScore> {
+        self.last_answer(Survey::Csat)
+    }
+
+    /// Latest CES answer.
+    pub fn last_ces(&self) -> Option<LastScore> {
+        self.last_answer(Survey::Ces)
+    }
+
     /// Category of the latest NPS answer.
     pub fn last_nps_category(&self) -> Option<NpsCategory> {
-        self.last_nps.map(|last| NpsCategory::of(last.score))
+        self.last_nps().map(|last| NpsCategory::of(last.score))
     }
 
     /// Mean days between consecutive orders.
@@ -351,7 +399,7 @@ impl Profile {
             .money
             .iter()
             .any(|totals| totals.revenue_minor - totals.returned_minor >= rules.champion_min_value);
-        if recent && self.orders_placed >= rules.champion_min_orders && valuable {
+        if recent && u64::from(self.orders_placed) >= rules.champion_min_orders && valuable {
             Segment::Champion
         } else {
             Segment::Regular
@@ -445,11 +493,14 @@ mod tests {
             profile.segment_at(day(110), lifecycle, &rules),
             Segment::Regular
         );
-        profile.last_nps = Some(LastScore {
-            score: 3,
-            scale_max: 10,
-            at: day(105),
-        });
+        profile.set_last_answer(
+            Survey::Nps,
+            LastScore {
+                score: 3,
+                scale_max: 10,
+                at: day(105),
+            },
+        );
         assert_eq!(
             profile.segment_at(day(110), lifecycle, &rules),
             Segment::AtRisk

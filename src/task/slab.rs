@@ -106,6 +106,13 @@ impl IdIndex {
             });
     }
 
+    /// Makes room for `additional` more ids without rehashing (a restore knows how many come).
+    pub fn reserve<'a>(&mut self, additional: usize, id_of: impl Fn(u32) -> &'a str) {
+        let hasher = &self.hasher;
+        self.table
+            .reserve(additional, |slot| hasher.hash_one(id_of(*slot)));
+    }
+
     /// Removes the slot of `id`, if indexed; `id_of` reads a slot's id.
     pub fn remove<'a>(&mut self, id: &str, id_of: impl Fn(u32) -> &'a str) -> Option<u32> {
         let hash = self.hash(id);

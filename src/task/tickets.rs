@@ -91,7 +91,7 @@ pub struct TicketChange {
     /// The ticket's slot, when the task knows the ticket.
     pub slot: Option<TicketSlot>,
     /// +1 when a ticket opened or reopened, -1 when resolved.
-    pub open_delta: i64,
+    pub open_delta: i32,
     /// A new ticket.
     pub opened: bool,
     /// A resolution.
