@@ -906,6 +906,39 @@ mod tests {
             .collect()
     }
 
+    /// A value that does not parse, or holds what cxpulse never writes, is a typed
+    /// error naming its key, never a panic; so is an old JSON value.
+    #[test]
+    fn unparseable_values_are_restore_errors() {
+        let settings = Arc::new(TaskSettings::from_config(&Config::default()));
+        let wall = EventTime::from_millis(0);
+        let json = br#"{"customer_id":"c","events":1}"#.to_vec();
+        let bad_currency = proto::Customer {
+            money: vec![proto::CurrencyTotals {
+                currency: "eur".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let cases: Vec<ChangeRecord> = vec![
+            (b"p/c".to_vec(), Some(json.clone())),
+            (b"p/c".to_vec(), Some(vec![0xff; 7])),
+            (b"p/c".to_vec(), Some(bad_currency)),
+            (b"p/c".to_vec(), None),
+            (b"t/x".to_vec(), Some(vec![0x0a, 0x80])),
+            (b"w/1h/0".to_vec(), Some(json.clone())),
+            (b"a/0".to_vec(), Some(vec![0x08])),
+            (b"m".to_vec(), Some(json)),
+            (b"z/1".to_vec(), Some(Vec::new())),
+        ];
+        for (key, value) in cases {
+            let label = String::from_utf8_lossy(&key).into_owned();
+            let result = Task::restore(0, settings.clone(), wall, vec![(key, value)]);
+            assert!(result.is_err(), "{label} restored");
+        }
+    }
+
     /// Applying a stream with a restore from the changelog in the middle gives the same
     /// windows and profiles as applying it in one go.
     #[test]
