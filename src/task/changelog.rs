@@ -436,8 +436,10 @@ impl Task {
         );
         // Customers before tickets: a restore finds a ticket's customer by then.
         for slot in std::mem::take(&mut self.changed_customers) {
-            if let Some(entry) = self.customers.get_mut(slot) {
-                entry.changed = false;
+            if let Some(word) = self.changed_bits.get_mut(slot.0 as usize / 64) {
+                *word &= !(1u64 << (slot.0 % 64));
+            }
+            if let Some(entry) = self.customers.get(slot) {
                 let mut key = Vec::with_capacity(2 + entry.profile.customer_id.as_str().len());
                 key.extend_from_slice(b"p/");
                 key.extend_from_slice(entry.profile.customer_id.as_str().as_bytes());
@@ -574,11 +576,7 @@ impl Restorer {
                     return Err(invalid(key, "tombstone of a profile"));
                 };
                 let (profile, seen) = customer_from_value(key, customer_id, value)?;
-                let entry = CustomerEntry {
-                    profile,
-                    seen,
-                    changed: false,
-                };
+                let entry = CustomerEntry { profile, seen };
                 let (slot, entry) = task.customers.find_or_insert(entry);
                 if let Some(entry) = entry {
                     // A later record of a customer already restored (or a placeholder).
@@ -604,7 +602,6 @@ impl Restorer {
                 let (customer, absent) = task.customers.find_or_insert(CustomerEntry {
                     profile: Profile::new(customer_id, EventTime::MIN),
                     seen: SeenEvents::default(),
-                    changed: false,
                 });
                 if absent.is_none() {
                     self.placeholders.insert(customer);

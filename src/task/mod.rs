@@ -129,8 +129,6 @@ struct CustomerEntry {
     profile: Profile,
     /// Events the customer sent since the de-duplication horizon.
     seen: SeenEvents,
-    /// Changed since the last changelog flush (then in `Task::changed_customers`).
-    changed: bool,
 }
 
 /// Every customer of a task: entries by slot, and slots by customer id.
@@ -209,6 +207,9 @@ pub struct Task {
     included: [i64; 3],
     /// Customers changed since the last changelog flush.
     changed_customers: Vec<CustomerSlot>,
+    /// One bit per customer slot: in `changed_customers` already (a bit rather
+    /// than a flag in each entry, where it would cost 8 bytes of padding).
+    changed_bits: Vec<u64>,
     /// Measures of the event being applied (reused to avoid allocating per event).
     measures: Vec<(EventTime, Measure)>,
     /// Number of the last changelog flush (see `changelog`).
@@ -239,6 +240,7 @@ impl Task {
             timers: Timers::default(),
             included: [0; 3],
             changed_customers: Vec::new(),
+            changed_bits: Vec::new(),
             measures: Vec::new(),
             changelog_cycle: 0,
             stale_batches: Vec::new(),
@@ -279,11 +281,13 @@ impl Task {
 
     /// Notes that the customer at `slot` changed, for the next changelog flush.
     fn mark_changed(&mut self, slot: CustomerSlot) {
-        if let Some(entry) = self.customers.get_mut(slot) {
-            if !entry.changed {
-                entry.changed = true;
-                self.changed_customers.push(slot);
-            }
+        let (word, bit) = (slot.0 as usize / 64, 1u64 << (slot.0 % 64));
+        if word >= self.changed_bits.len() {
+            self.changed_bits.resize(word + 1, 0);
+        }
+        if self.changed_bits[word] & bit == 0 {
+            self.changed_bits[word] |= bit;
+            self.changed_customers.push(slot);
         }
     }
 
@@ -316,7 +320,6 @@ impl Task {
             None => self.customers.insert(CustomerEntry {
                 profile: Profile::new(event.customer_id.clone(), at),
                 seen: SeenEvents::default(),
-                changed: false,
             }),
         };
         let horizon = self.dedupe_horizon;
@@ -847,6 +850,7 @@ impl Task {
         match part {
             StatePart::PendingChanges => {
                 self.changed_customers = Vec::new();
+                self.changed_bits = Vec::new();
                 self.measures = Vec::new();
                 self.stale_batches = Vec::new();
                 self.batch_to_rewrite = Vec::new();

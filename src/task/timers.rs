@@ -29,32 +29,68 @@ pub enum Timer {
     Review(CustomerSlot),
 }
 
+/// A pending timer as stored: its time (milliseconds with the sign bit flipped,
+/// which keeps the order) in two halves, then the timer (top bit: review), so
+/// that the derived order is (time, timer) in 12 bytes aligned to 4 rather
+/// than 16 for `(EventTime, Timer)`: a B-tree node then holds a quarter less.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Key([u32; 3]);
+
+const REVIEW_BIT: u32 = 1 << 31;
+
+impl Key {
+    fn new(at: EventTime, timer: Timer) -> Self {
+        let time = (at.millis() as u64) ^ (1 << 63);
+        // Slots stay far below 2^31: that many profiles would take hundreds of GB.
+        let timer = match timer {
+            Timer::Sla(slot) => slot.0 & !REVIEW_BIT,
+            Timer::Review(slot) => slot.0 | REVIEW_BIT,
+        };
+        Key([(time >> 32) as u32, time as u32, timer])
+    }
+
+    fn get(self) -> (EventTime, Timer) {
+        let [high, low, timer] = self.0;
+        let time = ((u64::from(high) << 32) | u64::from(low)) ^ (1 << 63);
+        let timer = if timer & REVIEW_BIT == 0 {
+            Timer::Sla(TicketSlot(timer))
+        } else {
+            Timer::Review(CustomerSlot(timer & !REVIEW_BIT))
+        };
+        (EventTime::from_millis(time as i64), timer)
+    }
+}
+
 /// Pending timers, ordered by time.
 #[derive(Debug, Clone, Default)]
 pub struct Timers {
-    pending: BTreeSet<(EventTime, Timer)>,
+    pending: BTreeSet<Key>,
 }
 
 impl Timers {
     /// Schedules `timer` at `at`.
     pub fn schedule(&mut self, at: EventTime, timer: Timer) {
-        self.pending.insert((at, timer));
+        self.pending.insert(Key::new(at, timer));
     }
 
     /// Schedules many timers at once (a restore): sorted first, the set is then
     /// built in one pass instead of by as many random inserts.
-    pub fn schedule_all(&mut self, mut timers: Vec<(EventTime, Timer)>) {
+    pub fn schedule_all(&mut self, timers: Vec<(EventTime, Timer)>) {
+        let mut keys: Vec<Key> = timers
+            .into_iter()
+            .map(|(at, timer)| Key::new(at, timer))
+            .collect();
         if self.pending.is_empty() {
-            timers.sort_unstable();
-            self.pending = timers.into_iter().collect();
+            keys.sort_unstable();
+            self.pending = keys.into_iter().collect();
         } else {
-            self.pending.extend(timers);
+            self.pending.extend(keys);
         }
     }
 
     /// Cancels `timer` at `at`, if pending.
     pub fn cancel(&mut self, at: EventTime, timer: Timer) {
-        self.pending.remove(&(at, timer));
+        self.pending.remove(&Key::new(at, timer));
     }
 
     /// The earliest timer due at `watermark`, removed.
@@ -63,11 +99,11 @@ impl Timers {
         watermark: EventTime,
         allowed_lateness_millis: i64,
     ) -> Option<(EventTime, Timer)> {
-        let (at, _) = self.pending.first()?;
+        let (at, _) = self.pending.first()?.get();
         if at.plus_millis(allowed_lateness_millis) >= watermark {
             return None;
         }
-        self.pending.pop_first()
+        self.pending.pop_first().map(Key::get)
     }
 
     /// Pending timers.
@@ -104,5 +140,27 @@ mod tests {
             Some((at(30), Timer::Review(CustomerSlot(2))))
         );
         assert_eq!(timers.pop_due(at(1000), 5), None);
+    }
+
+    #[test]
+    fn keys_order_by_time_then_sla_before_review() {
+        let times = [i64::MIN / 4, -1, 0, 1, 1_780_000_000_000, i64::MAX / 4];
+        let timers = [
+            Timer::Sla(TicketSlot(0)),
+            Timer::Sla(TicketSlot(9)),
+            Timer::Review(CustomerSlot(0)),
+            Timer::Review(CustomerSlot(9)),
+        ];
+        let mut expected = Vec::new();
+        for millis in times {
+            for timer in timers {
+                let at = EventTime::from_millis(millis);
+                assert_eq!(Key::new(at, timer).get(), (at, timer));
+                expected.push(Key::new(at, timer));
+            }
+        }
+        let mut sorted = expected.clone();
+        sorted.sort();
+        assert_eq!(sorted, expected);
     }
 }
