@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/cxpulse/v1/events.proto",
         "proto/cxpulse/v1/outputs.proto",
+        "proto/cxpulse/state/v1/state.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -177,7 +177,10 @@ fn main() {
     if let Ok(props) = std::env::var("BENCH_CONSUMER") {
         for prop in props.split(',') {
             if let Some((k, v)) = prop.split_once('=') {
-                config.kafka.consumer.insert(k.into(), cxpulse::config::PropertyValue::Text(v.into()));
+                config
+                    .kafka
+                    .consumer
+                    .insert(k.into(), cxpulse::config::PropertyValue::Text(v.into()));
             }
         }
     }

@@ -2,12 +2,17 @@
 //!
 //! Builds the state of one task holding N customers (profiles, tickets, panes,
 //! de-duplication memory) by applying generated events, writes its changelog
-//! to partition 0 of librdkafka's mock cluster, then times `restore::restore`
-//! (read from the broker + rebuild) and prints records/s.
+//! to partition 0 of librdkafka's mock cluster (or of a broker given with
+//! `--bootstrap`), then times the rebuild from the records in memory and
+//! `restore::restore` (read from the broker + rebuild) and prints records/s.
 //!
 //! `cargo bench --bench restore` (`-- --customers N` to change the size).
 
 mod support;
+
+// The allocator of the cxpulse binary (src/main.rs), so the rebuild costs what it costs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -126,6 +131,36 @@ fn main() {
         writing.elapsed().as_secs_f64()
     );
     drop(task);
+
+    // The rebuild alone, from records in memory: what the broker read adds is the rest.
+    let records = changelog.clone();
+    let rebuilding = Instant::now();
+    let rebuilt = Task::restore(0, settings.clone(), EventTime::now(), records).expect("rebuild");
+    println!(
+        "rebuilt {} customers from the records in memory in {:.2}s",
+        rebuilt.profile_count(),
+        rebuilding.elapsed().as_secs_f64()
+    );
+    drop(rebuilt);
+
+    // The broker read alone, records counted and dropped.
+    struct Count(u64);
+    impl cxpulse::restore::ChangelogSink for Count {
+        fn start(&mut self, _records: usize) {}
+        fn record(&mut self, _key: &[u8], _value: Option<&[u8]>) -> anyhow::Result<()> {
+            self.0 += 1;
+            Ok(())
+        }
+    }
+    let reading = Instant::now();
+    let mut count = Count(0);
+    cxpulse::restore::read_changelog(&config, 0, Duration::from_secs(30), &mut count)
+        .expect("read");
+    println!(
+        "read {} records from the broker alone in {:.2}s",
+        count.0,
+        reading.elapsed().as_secs_f64()
+    );
 
     let restoring = Instant::now();
     let restored =

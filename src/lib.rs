@@ -41,4 +41,9 @@ pub mod window;
 #[allow(missing_docs, clippy::all)]
 pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/cxpulse.v1.rs"));
+
+    /// Changelog values of task state, from `proto/cxpulse/state/v1/state.proto`.
+    pub mod state {
+        include!(concat!(env!("OUT_DIR"), "/cxpulse.state.v1.rs"));
+    }
 }

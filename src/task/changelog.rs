@@ -1,20 +1,23 @@
 //! The task's changelog: its state as records of a compacted topic,
 //! partition = task id, one key per piece of state.
 //!
-//! | key | value |
+//! | key | value (`proto/cxpulse/state/v1/state.proto`) |
 //! |---|---|
-//! | `p/{customer_id}` | profile |
-//! | `t/{ticket_id}` | ticket (tombstone when forgotten) |
-//! | `w/{window}/{pane_start}` | pane counts (tombstone when dropped) |
-//! | `a/{time}` | active-customer delta (tombstone when gone) |
-//! | `d/{sequence}` | a batch of de-duplication fingerprints (tombstone when expired) |
-//! | `m` | meta: input offsets included, flush number, watermark, window progress |
+//! | `p/{customer_id}` | `Customer`: profile and de-duplication memory |
+//! | `t/{ticket_id}` | `Ticket` (tombstone when forgotten) |
+//! | `w/{window}/{pane_start}` | `Pane` counts (tombstone when dropped) |
+//! | `a/{time}` | `ActiveDelta` (tombstone when gone) |
+//! | `m` | `Meta`: input offsets included, flush number, watermark, window progress |
 //! | `c/{flush}/{index}/{count}` | write-ahead batch: chunk `index` of a flush's records |
+//!
+//! Values are Protobuf rather than JSON: a restore reads every record of the
+//! partition before the task may consume, and binary values are several times
+//! smaller and faster to parse.
 //!
 //! [`Task::take_changelog`] returns what changed since the previous call
 //! (never a full snapshot), meta last. The meta record names the input
 //! offsets the state includes, so inputs replayed after a crash are skipped.
-//! Timers are not stored: [`Task::restore`] rebuilds them from profiles and tickets.
+//! Timers are not stored: a restore rebuilds them from profiles and tickets.
 //!
 //! A flush is several records. Inside a Kafka transaction (exactly-once) they
 //! become visible together; otherwise a crash can cut them short, and some keys
@@ -22,21 +25,29 @@
 //! replay would count those records twice. [`write_ahead`] frames a flush so
 //! that any prefix of it restores to the state before or after the flush: the
 //! whole flush first as write-ahead chunks, then the per-key records (which
-//! compaction keeps), then tombstones of the chunks. [`Task::restore`] applies a
+//! compaction keeps), then tombstones of the chunks. A restore applies a
 //! complete batch newer than the meta record, and ignores an incomplete one
 //! (none of its per-key records can have been written yet).
+//!
+//! [`Restorer`] applies records as they are read, oldest first: each record
+//! holds the whole value of its key, so applying them in order leaves the
+//! latest of each key (what compaction keeps) without first collecting them;
+//! only write-ahead chunks and the meta record wait for the end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use prost::Message;
 
-use super::dedupe::DedupeBatch;
-use super::tickets::TicketState;
-use super::timers::Timer;
+use super::dedupe::{SeenEvent, SeenEvents};
+use super::profile::{CurrencyTotals, LastScore, MoneyTotals, Survey};
+use super::tickets::{TicketFlags, TicketState};
+use super::timers::{CustomerSlot, Timer};
 use super::watermark::Watermark;
-use super::{Profile, Task, TaskSettings};
-use crate::event::{CustomerId, EventTime, Source, TicketId};
+use super::{CustomerEntry, Lifecycle, Profile, Segment, Task, TaskSettings};
+use crate::event::{Channel, Currency, CustomerId, EventTime, Source, TicketId};
+use crate::proto::state as proto;
+use crate::window::retention::CursorState;
 use crate::window::{Aggregate, SpecProgress};
 
 /// A changelog record: key, and value or `None` for a tombstone.
@@ -48,32 +59,351 @@ pub enum RestoreError {
     /// The key is not one cxpulse writes.
     #[error("unknown changelog key {0:?}")]
     UnknownKey(String),
-    /// The value does not parse.
+    /// The value is not Protobuf of the key's message.
     #[error("changelog record {key:?}: {source}")]
     BadValue {
         /// The key.
         key: String,
-        /// The parse error.
-        source: serde_json::Error,
+        /// The decode error.
+        source: prost::DecodeError,
+    },
+    /// The value decodes but holds something cxpulse never writes.
+    #[error("changelog record {key:?}: {reason}")]
+    Invalid {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        reason: &'static str,
     },
 }
 
-/// Task-wide state written with every flush.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Meta {
-    /// Next input offset included in the state, per source (-1: none yet).
-    included: [i64; 3],
-    /// Number of the flush that wrote this meta record.
-    #[serde(default)]
-    cycle: u64,
-    watermark: Watermark,
-    windows: BTreeMap<String, SpecProgress>,
-    windows_skipped: u64,
+fn bad_value(key: &[u8]) -> impl FnOnce(prost::DecodeError) -> RestoreError + '_ {
+    move |source| RestoreError::BadValue {
+        key: String::from_utf8_lossy(key).into_owned(),
+        source,
+    }
 }
 
-fn json<T: Serialize>(value: &T) -> Vec<u8> {
-    // Plain data structures with string map keys always serialise.
-    serde_json::to_vec(value).unwrap_or_default()
+fn invalid(key: &[u8], reason: &'static str) -> RestoreError {
+    RestoreError::Invalid {
+        key: String::from_utf8_lossy(key).into_owned(),
+        reason,
+    }
+}
+
+fn unknown_key(key: &[u8]) -> RestoreError {
+    RestoreError::UnknownKey(String::from_utf8_lossy(key).into_owned())
+}
+
+fn time(millis: i64) -> EventTime {
+    EventTime::from_millis(millis)
+}
+
+fn lifecycle_to_proto(lifecycle: Lifecycle) -> proto::Lifecycle {
+    match lifecycle {
+        Lifecycle::Prospect => proto::Lifecycle::Prospect,
+        Lifecycle::New => proto::Lifecycle::New,
+        Lifecycle::Active => proto::Lifecycle::Active,
+        Lifecycle::Churned => proto::Lifecycle::Churned,
+        Lifecycle::Reactivated => proto::Lifecycle::Reactivated,
+    }
+}
+
+fn lifecycle_from_proto(value: i32) -> Option<Lifecycle> {
+    Some(match proto::Lifecycle::try_from(value).ok()? {
+        proto::Lifecycle::Prospect => Lifecycle::Prospect,
+        proto::Lifecycle::New => Lifecycle::New,
+        proto::Lifecycle::Active => Lifecycle::Active,
+        proto::Lifecycle::Churned => Lifecycle::Churned,
+        proto::Lifecycle::Reactivated => Lifecycle::Reactivated,
+    })
+}
+
+fn segment_to_proto(segment: Segment) -> proto::Segment {
+    match segment {
+        Segment::Regular => proto::Segment::Regular,
+        Segment::Champion => proto::Segment::Champion,
+        Segment::AtRisk => proto::Segment::AtRisk,
+        Segment::Lost => proto::Segment::Lost,
+    }
+}
+
+fn segment_from_proto(value: i32) -> Option<Segment> {
+    Some(match proto::Segment::try_from(value).ok()? {
+        proto::Segment::Regular => Segment::Regular,
+        proto::Segment::Champion => Segment::Champion,
+        proto::Segment::AtRisk => Segment::AtRisk,
+        proto::Segment::Lost => Segment::Lost,
+    })
+}
+
+fn score_to_proto(score: Option<LastScore>) -> Option<proto::LastScore> {
+    score.map(|score| proto::LastScore {
+        score: u32::from(score.score),
+        scale_max: u32::from(score.scale_max),
+        at: score.at.millis(),
+    })
+}
+
+fn score_from_proto(score: Option<proto::LastScore>) -> Option<Option<LastScore>> {
+    match score {
+        None => Some(None),
+        Some(score) => Some(Some(LastScore {
+            score: u8::try_from(score.score).ok()?,
+            scale_max: u8::try_from(score.scale_max).ok()?,
+            at: time(score.at),
+        })),
+    }
+}
+
+fn customer_value(entry: &CustomerEntry) -> Vec<u8> {
+    let profile = &entry.profile;
+    let seen = entry.seen.entries();
+    proto::Customer {
+        first_seen: profile.first_seen.millis(),
+        last_seen: profile.last_seen.millis(),
+        as_of: profile.as_of.millis(),
+        updated_at: profile.updated_at.millis(),
+        events: profile.events.into(),
+        orders_placed: profile.orders_placed.into(),
+        money: profile
+            .money
+            .iter()
+            .map(|totals| proto::CurrencyTotals {
+                currency: totals.currency.as_str().to_owned(),
+                placed: totals.placed,
+                returned: totals.returned,
+                revenue_minor: totals.revenue_minor,
+                returned_minor: totals.returned_minor,
+            })
+            .collect(),
+        first_purchase_at: profile.first_purchase_at.map(EventTime::millis),
+        last_purchase_at: profile.last_purchase_at.map(EventTime::millis),
+        purchase_gap_millis_sum: profile.purchase_gap_millis_sum,
+        reactivated_at: profile.reactivated_at.map(EventTime::millis),
+        open_tickets: profile.open_tickets.into(),
+        tickets_opened: profile.tickets_opened.into(),
+        tickets_resolved: profile.tickets_resolved.into(),
+        first_responses: profile.first_responses.into(),
+        first_response_millis_sum: profile.first_response_millis_sum,
+        last_nps: score_to_proto(profile.last_nps()),
+        last_csat: score_to_proto(profile.last_csat()),
+        last_ces: score_to_proto(profile.last_ces()),
+        lifecycle: lifecycle_to_proto(profile.lifecycle).into(),
+        segment: segment_to_proto(profile.segment).into(),
+        review_at: profile.review_at.map(EventTime::millis),
+        seen_fingerprints: seen.iter().map(|seen| seen.fingerprint).collect(),
+        seen_at: seen.iter().map(|seen| seen.at.millis()).collect(),
+    }
+    .encode_to_vec()
+}
+
+fn customer_from_value(
+    key: &[u8],
+    customer_id: CustomerId,
+    value: &[u8],
+) -> Result<(Profile, SeenEvents), RestoreError> {
+    let message = proto::Customer::decode(value).map_err(bad_value(key))?;
+    let mut money = Vec::with_capacity(message.money.len());
+    for totals in message.money {
+        money.push(CurrencyTotals {
+            currency: Currency::parse(&totals.currency)
+                .ok_or_else(|| invalid(key, "bad currency"))?,
+            placed: totals.placed,
+            returned: totals.returned,
+            revenue_minor: totals.revenue_minor,
+            returned_minor: totals.returned_minor,
+        });
+    }
+    if message.seen_fingerprints.len() != message.seen_at.len() {
+        return Err(invalid(
+            key,
+            "de-duplication fingerprints and times differ in number",
+        ));
+    }
+    let seen = message
+        .seen_fingerprints
+        .iter()
+        .zip(&message.seen_at)
+        .map(|(fingerprint, at)| SeenEvent {
+            fingerprint: *fingerprint,
+            at: time(*at),
+        })
+        .collect();
+    let scores = (
+        score_from_proto(message.last_nps),
+        score_from_proto(message.last_csat),
+        score_from_proto(message.last_ces),
+    );
+    let (Some(last_nps), Some(last_csat), Some(last_ces)) = scores else {
+        return Err(invalid(key, "survey score out of range"));
+    };
+    let count = |value: u64| u32::try_from(value).map_err(|_| invalid(key, "count out of range"));
+    let mut profile = Profile {
+        customer_id,
+        first_seen: time(message.first_seen),
+        last_seen: time(message.last_seen),
+        events: count(message.events)?,
+        orders_placed: count(message.orders_placed)?,
+        money: MoneyTotals::from_totals(money),
+        first_purchase_at: message.first_purchase_at.map(time),
+        last_purchase_at: message.last_purchase_at.map(time),
+        purchase_gap_millis_sum: message.purchase_gap_millis_sum,
+        reactivated_at: message.reactivated_at.map(time),
+        open_tickets: count(message.open_tickets)?,
+        tickets_opened: count(message.tickets_opened)?,
+        tickets_resolved: count(message.tickets_resolved)?,
+        first_responses: count(message.first_responses)?,
+        first_response_millis_sum: message.first_response_millis_sum,
+        last_answer_at: [None; 3],
+        last_answer_score: [0; 3],
+        last_answer_scale_max: [0; 3],
+        lifecycle: lifecycle_from_proto(message.lifecycle)
+            .ok_or_else(|| invalid(key, "unknown lifecycle"))?,
+        segment: segment_from_proto(message.segment)
+            .ok_or_else(|| invalid(key, "unknown segment"))?,
+        as_of: time(message.as_of),
+        review_at: message.review_at.map(time),
+        updated_at: time(message.updated_at),
+    };
+    for (survey, answer) in [
+        (Survey::Nps, last_nps),
+        (Survey::Csat, last_csat),
+        (Survey::Ces, last_ces),
+    ] {
+        if let Some(answer) = answer {
+            profile.set_last_answer(survey, answer);
+        }
+    }
+    Ok((profile, SeenEvents::from_entries(seen)))
+}
+
+fn ticket_value(ticket: &TicketState, customer_id: &str) -> Vec<u8> {
+    proto::Ticket {
+        customer_id: customer_id.to_owned(),
+        opened_at: ticket.opened_at.millis(),
+        sla_deadline: ticket.sla_deadline.millis(),
+        resolved_at: ticket.resolved_at.map(EventTime::millis),
+        agent_replies: ticket.agent_replies,
+        channel: ticket.channel.name().to_owned(),
+        responded: ticket.responded,
+        reopened: ticket.reopened,
+        open: ticket.open,
+        sla_breached: ticket.sla_breached,
+    }
+    .encode_to_vec()
+}
+
+fn amounts_to_proto(totals: &BTreeMap<Currency, i64>) -> Vec<proto::Amount> {
+    totals
+        .iter()
+        .map(|(currency, minor)| proto::Amount {
+            currency: currency.as_str().to_owned(),
+            minor: *minor,
+        })
+        .collect()
+}
+
+fn amounts_from_proto(
+    key: &[u8],
+    amounts: Vec<proto::Amount>,
+) -> Result<BTreeMap<Currency, i64>, RestoreError> {
+    amounts
+        .into_iter()
+        .map(|amount| {
+            Currency::parse(&amount.currency)
+                .map(|currency| (currency, amount.minor))
+                .ok_or_else(|| invalid(key, "bad currency"))
+        })
+        .collect()
+}
+
+fn pane_value(aggregate: &Aggregate) -> Vec<u8> {
+    let Aggregate {
+        nps,
+        csat,
+        ces,
+        tickets,
+        orders,
+    } = aggregate;
+    proto::Pane {
+        nps_promoters: nps.promoters,
+        nps_passives: nps.passives,
+        nps_detractors: nps.detractors,
+        csat_responses: csat.responses,
+        csat_satisfied: csat.satisfied,
+        ces_responses: ces.responses,
+        ces_score_sum: ces.score_sum,
+        tickets_opened: tickets.opened,
+        first_responses: tickets.first_responses,
+        first_response_millis_sum: tickets.first_response_millis_sum,
+        first_response_buckets: tickets.first_response_buckets.to_vec(),
+        resolved: tickets.resolved,
+        resolution_millis_sum: tickets.resolution_millis_sum,
+        first_contact_resolutions: tickets.first_contact_resolutions,
+        reopened: tickets.reopened,
+        sla_breaches: tickets.sla_breaches,
+        placed: orders.placed,
+        revenue_minor: amounts_to_proto(&orders.revenue_minor),
+        returned: orders.returned,
+        returned_minor: amounts_to_proto(&orders.returned_minor),
+        fulfilled: orders.fulfilled,
+        complete_first_shipment: orders.complete_first_shipment,
+        new_customers: orders.new_customers,
+        repeat_purchases: orders.repeat_purchases,
+        repeat_gap_millis_sum: orders.repeat_gap_millis_sum,
+    }
+    .encode_to_vec()
+}
+
+fn pane_from_value(key: &[u8], value: &[u8]) -> Result<Aggregate, RestoreError> {
+    let pane = proto::Pane::decode(value).map_err(bad_value(key))?;
+    let mut aggregate = Aggregate::default();
+    aggregate.nps.promoters = pane.nps_promoters;
+    aggregate.nps.passives = pane.nps_passives;
+    aggregate.nps.detractors = pane.nps_detractors;
+    aggregate.csat.responses = pane.csat_responses;
+    aggregate.csat.satisfied = pane.csat_satisfied;
+    aggregate.ces.responses = pane.ces_responses;
+    aggregate.ces.score_sum = pane.ces_score_sum;
+    let tickets = &mut aggregate.tickets;
+    tickets.opened = pane.tickets_opened;
+    tickets.first_responses = pane.first_responses;
+    tickets.first_response_millis_sum = pane.first_response_millis_sum;
+    tickets.first_response_buckets = pane
+        .first_response_buckets
+        .try_into()
+        .map_err(|_| invalid(key, "wrong number of first-response buckets"))?;
+    tickets.resolved = pane.resolved;
+    tickets.resolution_millis_sum = pane.resolution_millis_sum;
+    tickets.first_contact_resolutions = pane.first_contact_resolutions;
+    tickets.reopened = pane.reopened;
+    tickets.sla_breaches = pane.sla_breaches;
+    let orders = &mut aggregate.orders;
+    orders.placed = pane.placed;
+    orders.revenue_minor = amounts_from_proto(key, pane.revenue_minor)?;
+    orders.returned = pane.returned;
+    orders.returned_minor = amounts_from_proto(key, pane.returned_minor)?;
+    orders.fulfilled = pane.fulfilled;
+    orders.complete_first_shipment = pane.complete_first_shipment;
+    orders.new_customers = pane.new_customers;
+    orders.repeat_purchases = pane.repeat_purchases;
+    orders.repeat_gap_millis_sum = pane.repeat_gap_millis_sum;
+    Ok(aggregate)
+}
+
+fn cursor_to_proto(cursor: CursorState) -> proto::Cursor {
+    proto::Cursor {
+        position: cursor.position,
+        active: cursor.active,
+    }
+}
+
+fn cursor_from_proto(cursor: Option<proto::Cursor>) -> CursorState {
+    cursor.map_or(CursorState::default(), |cursor| CursorState {
+        position: cursor.position,
+        active: cursor.active,
+    })
 }
 
 impl Task {
@@ -109,37 +439,58 @@ impl Task {
                 .into_iter()
                 .map(|key| (key, None)),
         );
-        for customer_id in std::mem::take(&mut self.changed_profiles) {
-            let value = self.profiles.get(&customer_id).map(json);
-            records.push((format!("p/{customer_id}").into_bytes(), value));
+        // Customers before tickets: a restore finds a ticket's customer by then.
+        for slot in std::mem::take(&mut self.changed_customers) {
+            if let Some(word) = self.changed_bits.get_mut(slot.0 as usize / 64) {
+                *word &= !(1u64 << (slot.0 % 64));
+            }
+            if let Some(entry) = self.customers.get(slot) {
+                let mut key = Vec::with_capacity(2 + entry.profile.customer_id.as_str().len());
+                key.extend_from_slice(b"p/");
+                key.extend_from_slice(entry.profile.customer_id.as_str().as_bytes());
+                records.push((key, Some(customer_value(entry))));
+            }
         }
+        let customers = &self.customers;
         for (ticket_id, state) in self.tickets.take_changes() {
-            records.push((format!("t/{ticket_id}").into_bytes(), state.map(json)));
+            let value = state.map(|ticket| {
+                let customer_id = customers
+                    .get(ticket.customer)
+                    .map_or("", |entry| entry.profile.customer_id.as_str());
+                ticket_value(ticket, customer_id)
+            });
+            records.push((format!("t/{ticket_id}").into_bytes(), value));
         }
         for (spec, pane, aggregate) in self.windows.take_pane_changes() {
-            records.push((format!("w/{spec}/{pane}").into_bytes(), aggregate.map(json)));
+            records.push((
+                format!("w/{spec}/{pane}").into_bytes(),
+                aggregate.map(pane_value),
+            ));
         }
         for (key, delta) in self.windows.active_mut().take_changes() {
             records.push((
                 format!("a/{key}").into_bytes(),
-                delta.map(|delta| json(&delta)),
+                delta.map(|delta| proto::ActiveDelta { delta }.encode_to_vec()),
             ));
         }
-        let (batches, expired) = self.dedupe.take_changes();
-        for (sequence, batch) in batches {
-            records.push((format!("d/{sequence}").into_bytes(), Some(json(&batch))));
-        }
-        for sequence in expired {
-            records.push((format!("d/{sequence}").into_bytes(), None));
-        }
-        let meta = Meta {
-            included: self.included,
+        let meta = proto::Meta {
+            included: self.included.to_vec(),
             cycle: self.changelog_cycle,
-            watermark: self.watermark.clone(),
-            windows: self.windows.progress(),
+            watermark: Some(self.watermark.to_proto()),
+            windows: self
+                .windows
+                .progress()
+                .into_iter()
+                .map(|(name, progress)| proto::SpecProgress {
+                    name,
+                    last_emitted: progress.last_emitted,
+                    start_cursor: Some(cursor_to_proto(progress.cursors.0)),
+                    end_cursor: Some(cursor_to_proto(progress.cursors.1)),
+                })
+                .collect(),
             windows_skipped: self.windows.skipped(),
         };
-        records.push((b"m".to_vec(), Some(json(&meta))));
+        records.push((b"m".to_vec(), Some(meta.encode_to_vec())));
         records
     }
 
@@ -150,95 +501,241 @@ impl Task {
         wall: EventTime,
         records: impl IntoIterator<Item = ChangeRecord>,
     ) -> Result<Task, RestoreError> {
-        // Compaction semantics first: the latest value per key.
-        let mut latest: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+        let mut restorer = Restorer::new(id, settings, wall);
         for (key, value) in records {
-            latest.insert(key, value);
+            restorer.apply(&key, value.as_deref())?;
         }
-        let mut task = Task::new(id, settings, wall);
-        let applied = apply_write_ahead(&mut latest)?;
+        restorer.finish()
+    }
+}
+
+/// Rebuilds a task from its changelog records, applied one by one as they are
+/// read (borrowed: nothing is copied first), oldest first.
+#[derive(Debug)]
+pub struct Restorer {
+    task: Task,
+    wall: EventTime,
+    /// Latest value of each write-ahead chunk key (`None`: deleted).
+    chunks: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Latest meta value.
+    meta: Option<Vec<u8>>,
+    /// Customers created for a ticket read before its customer's record.
+    placeholders: HashSet<CustomerSlot>,
+}
+
+impl Restorer {
+    /// Starts the restore of task `id`, at wall time `wall`.
+    pub fn new(id: u32, settings: Arc<TaskSettings>, wall: EventTime) -> Self {
+        Restorer {
+            task: Task::new(id, settings, wall),
+            wall,
+            chunks: BTreeMap::new(),
+            meta: None,
+            placeholders: HashSet::new(),
+        }
+    }
+
+    /// Starts the restore of task `id` from a changelog of about `records` records.
+    pub fn with_capacity(
+        id: u32,
+        settings: Arc<TaskSettings>,
+        wall: EventTime,
+        records: usize,
+    ) -> Self {
+        let mut restorer = Restorer::new(id, settings, wall);
+        // Most records of a large changelog are customers; tickets come second.
+        restorer.task.customers.reserve(records);
+        restorer
+    }
+
+    /// Customers restored so far.
+    pub fn profile_count(&self) -> usize {
+        self.task.profile_count()
+    }
+
+    /// Applies the next record of the changelog.
+    pub fn apply(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), RestoreError> {
+        match key {
+            b"m" => self.meta = value.map(<[u8]>::to_vec),
+            [b'c', b'/', ..] => {
+                self.chunks.insert(key.to_vec(), value.map(<[u8]>::to_vec));
+            }
+            _ => self.apply_state(key, value)?,
+        }
+        Ok(())
+    }
+
+    /// Applies a record of a piece of state (anything but meta and write-ahead chunks).
+    fn apply_state(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), RestoreError> {
+        let task = &mut self.task;
+        let (kind, rest) = match key {
+            [kind, b'/', rest @ ..] => (*kind, rest),
+            _ => return Err(unknown_key(key)),
+        };
+        let text = || std::str::from_utf8(rest).map_err(|_| unknown_key(key));
+        match kind {
+            b'p' => {
+                let customer_id = CustomerId::new(text()?);
+                let Some(value) = value else {
+                    // Profiles are never deleted.
+                    return Err(invalid(key, "tombstone of a profile"));
+                };
+                let (profile, seen) = customer_from_value(key, customer_id, value)?;
+                let entry = CustomerEntry { profile, seen };
+                let (slot, entry) = task.customers.find_or_insert(entry);
+                if let Some(entry) = entry {
+                    // A later record of a customer already restored (or a placeholder).
+                    if !self.placeholders.is_empty() {
+                        self.placeholders.remove(&slot);
+                    }
+                    if let Some(existing) = task.customers.get_mut(slot) {
+                        *existing = entry;
+                    }
+                }
+            }
+            b't' => {
+                let ticket_id = TicketId::new(text()?);
+                let Some(value) = value else {
+                    task.tickets.forget(&ticket_id);
+                    return Ok(());
+                };
+                let ticket = proto::Ticket::decode(value).map_err(bad_value(key))?;
+                let channel = Channel::parse(&ticket.channel)
+                    .ok_or_else(|| invalid(key, "unknown channel"))?;
+                let customer_id = CustomerId::new(ticket.customer_id);
+                // Compaction may keep a customer's latest record after its ticket's.
+                let (customer, absent) = task.customers.find_or_insert(CustomerEntry {
+                    profile: Profile::new(customer_id, EventTime::MIN),
+                    seen: SeenEvents::default(),
+                });
+                if absent.is_none() {
+                    self.placeholders.insert(customer);
+                }
+                task.tickets.restore(TicketState::restored(
+                    ticket_id,
+                    customer,
+                    time(ticket.opened_at),
+                    time(ticket.sla_deadline),
+                    ticket.resolved_at.map(time),
+                    ticket.agent_replies,
+                    channel,
+                    TicketFlags {
+                        responded: ticket.responded,
+                        reopened: ticket.reopened,
+                        open: ticket.open,
+                        sla_breached: ticket.sla_breached,
+                    },
+                ));
+            }
+            b'w' => {
+                let (spec, pane) = text()?.rsplit_once('/').ok_or_else(|| unknown_key(key))?;
+                let pane: i64 = pane.parse().map_err(|_| unknown_key(key))?;
+                let aggregate = value.map(|value| pane_from_value(key, value)).transpose()?;
+                task.windows.restore_pane(spec, pane, aggregate);
+            }
+            b'a' => {
+                let at: i64 = text()?.parse().map_err(|_| unknown_key(key))?;
+                let delta = value
+                    .map(|value| proto::ActiveDelta::decode(value).map_err(bad_value(key)))
+                    .transpose()?;
+                task.windows
+                    .active_mut()
+                    .restore_delta(at, delta.map(|delta| delta.delta));
+            }
+            _ => return Err(unknown_key(key)),
+        }
+        Ok(())
+    }
+
+    /// Applies the write-ahead batch the log ends with, if complete, and the meta
+    /// record, rebuilds the timers, and returns the task.
+    pub fn finish(mut self) -> Result<Task, RestoreError> {
+        let decode_meta = |value: Option<&[u8]>| {
+            value
+                .map(|value| proto::Meta::decode(value).map_err(bad_value(b"m")))
+                .transpose()
+        };
+        let committed = decode_meta(self.meta.as_deref())?.map_or(0, |meta| meta.cycle);
+        let applied = find_write_ahead(std::mem::take(&mut self.chunks), committed)?;
+        // The batch's records come after everything in the log, its meta included;
+        // chunk deletions inside it are about older batches, already accounted for.
+        for (key, value) in &applied.records {
+            match key.as_slice() {
+                b"m" => self.meta = value.clone(),
+                [b'c', b'/', ..] => {}
+                _ => self.apply_state(key, value.as_deref())?,
+            }
+        }
+        let meta = decode_meta(self.meta.as_deref())?;
+        if let Some(slot) = self.placeholders.iter().next() {
+            let id = self
+                .task
+                .customers
+                .get(*slot)
+                .map_or(String::new(), |entry| entry.profile.customer_id.to_string());
+            return Err(RestoreError::Invalid {
+                key: format!("p/{id}"),
+                reason: "a ticket of this customer was restored, the customer was not",
+            });
+        }
+        let wall = self.wall;
+        let mut task = self.task;
         task.stale_batches = applied.keys;
         let newest_batch = applied.newest;
-        let mut meta: Option<Meta> = None;
-        let mut dedupe_batches = Vec::new();
-        for (key, value) in latest {
-            let text = String::from_utf8_lossy(&key).into_owned();
-            let Some(value) = value else { continue };
-            let parse_error = |source| RestoreError::BadValue {
-                key: text.clone(),
-                source,
-            };
-            let (kind, rest) = text.split_once('/').unwrap_or((text.as_str(), ""));
-            match kind {
-                "p" => {
-                    let profile: Profile = serde_json::from_slice(&value).map_err(parse_error)?;
-                    task.profiles.insert(CustomerId::new(rest), profile);
-                }
-                "t" => {
-                    let ticket: TicketState =
-                        serde_json::from_slice(&value).map_err(parse_error)?;
-                    task.tickets.restore(TicketId::new(rest), ticket);
-                }
-                "w" => {
-                    let (spec, pane) = rest
-                        .rsplit_once('/')
-                        .ok_or_else(|| RestoreError::UnknownKey(text.clone()))?;
-                    let pane: i64 = pane
-                        .parse()
-                        .map_err(|_| RestoreError::UnknownKey(text.clone()))?;
-                    let aggregate: Aggregate =
-                        serde_json::from_slice(&value).map_err(parse_error)?;
-                    task.windows.restore_pane(spec, pane, aggregate);
-                }
-                "a" => {
-                    let at: i64 = rest
-                        .parse()
-                        .map_err(|_| RestoreError::UnknownKey(text.clone()))?;
-                    let delta: i64 = serde_json::from_slice(&value).map_err(parse_error)?;
-                    task.windows.active_mut().restore_delta(at, delta);
-                }
-                "d" => {
-                    let sequence: u64 = rest
-                        .parse()
-                        .map_err(|_| RestoreError::UnknownKey(text.clone()))?;
-                    let batch: DedupeBatch = serde_json::from_slice(&value).map_err(parse_error)?;
-                    dedupe_batches.push((sequence, batch));
-                }
-                "m" => meta = Some(serde_json::from_slice(&value).map_err(parse_error)?),
-                "c" => {}
-                _ => return Err(RestoreError::UnknownKey(text)),
-            }
-        }
         if let Some(meta) = meta {
-            task.included = meta.included;
+            task.included = meta
+                .included
+                .as_slice()
+                .try_into()
+                .map_err(|_| invalid(b"m", "not one input offset per source"))?;
             task.changelog_cycle = meta.cycle;
-            task.watermark = meta.watermark;
+            task.watermark = meta
+                .watermark
+                .as_ref()
+                .and_then(Watermark::from_proto)
+                .ok_or_else(|| invalid(b"m", "bad watermark"))?;
             task.watermark.resume(wall);
+            let progress: BTreeMap<String, SpecProgress> = meta
+                .windows
+                .into_iter()
+                .map(|spec| {
+                    let progress = SpecProgress {
+                        last_emitted: spec.last_emitted,
+                        cursors: (
+                            cursor_from_proto(spec.start_cursor),
+                            cursor_from_proto(spec.end_cursor),
+                        ),
+                    };
+                    (spec.name, progress)
+                })
+                .collect();
             task.windows
-                .restore_progress(&meta.windows, meta.windows_skipped);
+                .restore_progress(&progress, meta.windows_skipped);
         }
-        let horizon = task
-            .watermark
-            .current()
-            .plus_millis(-task.settings.dedupe_window_millis);
-        for (sequence, batch) in dedupe_batches {
-            task.dedupe.restore(sequence, batch, horizon);
+        // As the last advance before the flush left it (nothing before it counts as seen).
+        let watermark = task.watermark.current();
+        if watermark != EventTime::MIN {
+            task.dedupe_horizon = watermark.plus_millis(-task.settings.dedupe_window_millis);
+            let retention = task.settings.ticket_retention_millis;
+            task.tickets
+                .evict_resolved_before(watermark.plus_millis(-retention), 0, |_, _| {});
         }
         // Timers are derived state.
-        for profile in task.profiles.values() {
-            if let Some(at) = profile.review_at {
-                task.timers
-                    .schedule(at, Timer::Review(profile.customer_id.clone()));
-            }
-        }
-        let deadlines: Vec<(EventTime, TicketId)> = task
-            .tickets
-            .pending_sla_deadlines()
-            .map(|(at, id)| (at, id.clone()))
+        let mut timers: Vec<(EventTime, Timer)> = task
+            .customers
+            .slab
+            .iter()
+            .filter_map(|(slot, entry)| {
+                let at = entry.profile.review_at?;
+                Some((at, Timer::Review(CustomerSlot(slot))))
+            })
             .collect();
-        for (at, ticket_id) in deadlines {
-            task.timers.schedule(at, Timer::Sla(ticket_id));
-        }
+        timers.extend(
+            task.tickets
+                .pending_sla_deadlines()
+                .map(|(at, ticket)| (at, Timer::Sla(ticket))),
+        );
+        task.timers.schedule_all(timers);
         // A restore is not a change (but leftover write-ahead batches are deleted).
         let stale = std::mem::take(&mut task.stale_batches);
         task.take_changelog();
@@ -342,31 +839,16 @@ struct FoundBatches {
     records: Vec<ChangeRecord>,
 }
 
-/// Applies the one complete write-ahead batch newer than the meta record, if any, to
-/// the latest values, and removes every batch from them.
-fn apply_write_ahead(
-    latest: &mut BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+/// Finds the one complete write-ahead batch newer than the meta record's flush
+/// `committed`, if any, among the latest values of the chunk keys.
+fn find_write_ahead(
+    chunk_values: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    committed: u64,
 ) -> Result<FoundBatches, RestoreError> {
-    let committed = match latest.get(b"m".as_slice()) {
-        Some(Some(value)) => {
-            let meta: Meta =
-                serde_json::from_slice(value).map_err(|source| RestoreError::BadValue {
-                    key: "m".into(),
-                    source,
-                })?;
-            meta.cycle
-        }
-        _ => 0,
-    };
     // cycle → (count, chunks by index)
     let mut batches: BTreeMap<u64, (usize, BTreeMap<usize, Vec<u8>>)> = BTreeMap::new();
     let mut keys = Vec::new();
-    let batch_keys: Vec<Vec<u8>> = latest
-        .range(b"c/".to_vec()..b"c0".to_vec())
-        .map(|(key, _)| key.clone())
-        .collect();
-    for key in batch_keys {
-        let value = latest.remove(&key).flatten();
+    for (key, value) in chunk_values {
         let text = String::from_utf8_lossy(&key).into_owned();
         let parts: Vec<&str> = text.split('/').collect();
         let [_, cycle, index, count] = parts[..] else {
@@ -397,10 +879,7 @@ fn apply_write_ahead(
         for chunk in chunks.values() {
             let changes = decode_changes(chunk)
                 .ok_or_else(|| RestoreError::UnknownKey(format!("c/{cycle}: malformed batch")))?;
-            for (key, value) in changes {
-                latest.insert(key.clone(), value.clone());
-                applied.push((key, value));
-            }
+            applied.extend(changes);
         }
     }
     Ok(FoundBatches {
@@ -427,6 +906,39 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    /// A value that does not parse, or holds what cxpulse never writes, is a typed
+    /// error naming its key, never a panic; so is an old JSON value.
+    #[test]
+    fn unparseable_values_are_restore_errors() {
+        let settings = Arc::new(TaskSettings::from_config(&Config::default()));
+        let wall = EventTime::from_millis(0);
+        let json = br#"{"customer_id":"c","events":1}"#.to_vec();
+        let bad_currency = proto::Customer {
+            money: vec![proto::CurrencyTotals {
+                currency: "eur".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let cases: Vec<ChangeRecord> = vec![
+            (b"p/c".to_vec(), Some(json.clone())),
+            (b"p/c".to_vec(), Some(vec![0xff; 7])),
+            (b"p/c".to_vec(), Some(bad_currency)),
+            (b"p/c".to_vec(), None),
+            (b"t/x".to_vec(), Some(vec![0x0a, 0x80])),
+            (b"w/1h/0".to_vec(), Some(json.clone())),
+            (b"a/0".to_vec(), Some(vec![0x08])),
+            (b"m".to_vec(), Some(json)),
+            (b"z/1".to_vec(), Some(Vec::new())),
+        ];
+        for (key, value) in cases {
+            let label = String::from_utf8_lossy(&key).into_owned();
+            let result = Task::restore(0, settings.clone(), wall, vec![(key, value)]);
+            assert!(result.is_err(), "{label} restored");
+        }
     }
 
     /// Applying a stream with a restore from the changelog in the middle gives the same

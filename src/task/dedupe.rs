@@ -1,137 +1,99 @@
-//! Recognises redelivered events: a `(customer_id, event_id)` pair seen within
-//! `dedupe_window` of event time. Memory stays bounded because entries older
-//! than the watermark minus the window are forgotten, and each entry is a
-//! 128-bit fingerprint plus its time rather than the ids themselves.
+//! Recognises redelivered events: an `event_id` a customer already sent within
+//! `dedupe_window` of event time.
+//!
+//! Each customer keeps the events it sent since the de-duplication horizon
+//! (the watermark minus the window) as 64-bit fingerprints of their ids with
+//! their times, next to its profile: the customer id is then not stored per
+//! event, the memory goes with the customer's changelog record (every new
+//! event changes the profile anyway), and a fingerprint only has to tell
+//! apart the few events of one customer (a false match needs two of them to
+//! collide in 64 bits). Entries older than the horizon no longer count and are
+//! dropped whenever the customer's list is rewritten.
 
-use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
-use crate::event::{CustomerId, EventId, EventTime};
+use crate::event::{EventId, EventTime};
 
-/// De-duplication memory of one task.
+/// One event a customer sent: fingerprint of its id and its event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenEvent {
+    /// Keyed hash of the event id, stable across versions and restarts.
+    pub fingerprint: u64,
+    /// The event's time.
+    pub at: EventTime,
+}
+
+/// The events one customer sent since the de-duplication horizon.
 ///
-/// For the changelog, the fingerprints added in one flush form one batch
-/// record; a batch is dropped once its newest entry expired.
-#[derive(Debug, Clone, Default)]
-pub struct Dedupe {
-    seen: HashMap<u128, EventTime>,
-    by_time: BTreeSet<(EventTime, u128)>,
-    /// Added since the last flush.
-    added: Vec<(u128, EventTime)>,
-    /// Live batches: sequence → newest entry time.
-    batches: std::collections::BTreeMap<u64, EventTime>,
-    /// Batches expired since the last flush.
-    expired: Vec<u64>,
-    next_batch: u64,
+/// A boxed slice (16 bytes, no spare capacity) because most customers have a
+/// handful of entries and the list only changes when the profile does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeenEvents(Box<[SeenEvent]>);
+
+/// The deterministic fingerprint of an event id (keyed SipHash, as in the
+/// changelog, so it must never change).
+pub fn fingerprint(event_id: &EventId) -> u64 {
+    #[allow(deprecated)]
+    let mut hasher = std::hash::SipHasher::new_with_keys(0x0063_7870_756c_7365, 1);
+    event_id.hash(&mut hasher);
+    hasher.finish()
 }
 
-/// Most fingerprints in one changelog record (about 50 bytes each as JSON).
-pub const MAX_BATCH_ENTRIES: usize = 10_000;
+impl SeenEvents {
+    /// Entries read from the changelog.
+    pub fn from_entries(entries: Vec<SeenEvent>) -> Self {
+        SeenEvents(entries.into_boxed_slice())
+    }
 
-/// One changelog record of de-duplication memory.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DedupeBatch {
-    /// (fingerprint high, fingerprint low, event time) of each entry.
-    pub entries: Vec<(u64, u64, EventTime)>,
-}
-
-/// A deterministic 128-bit fingerprint (two keyed SipHash passes).
-fn fingerprint(customer_id: &CustomerId, event_id: &EventId) -> u128 {
-    let half = |salt: u8| {
-        #[allow(deprecated)]
-        let mut hasher =
-            std::hash::SipHasher::new_with_keys(0x0063_7870_756c_7365, u64::from(salt));
-        customer_id.hash(&mut hasher);
-        event_id.hash(&mut hasher);
-        hasher.finish()
-    };
-    (u128::from(half(1)) << 64) | u128::from(half(2))
-}
-
-impl Dedupe {
-    /// Records the event; returns false when it was already seen (a redelivery).
+    /// Records the event unless it was seen at or after `horizon`; returns false
+    /// for a redelivery. Entries before `horizon` are dropped on the way.
     pub fn first_sighting(
         &mut self,
-        customer_id: &CustomerId,
         event_id: &EventId,
         at: EventTime,
+        horizon: EventTime,
     ) -> bool {
-        let key = fingerprint(customer_id, event_id);
-        if self.seen.contains_key(&key) {
+        let fingerprint = fingerprint(event_id);
+        if self
+            .0
+            .iter()
+            .any(|seen| seen.fingerprint == fingerprint && seen.at >= horizon)
+        {
             return false;
         }
-        self.seen.insert(key, at);
-        self.by_time.insert((at, key));
-        self.added.push((key, at));
+        let mut entries = Vec::with_capacity(self.0.len() + 1);
+        entries.extend(self.0.iter().filter(|seen| seen.at >= horizon));
+        entries.push(SeenEvent { fingerprint, at });
+        self.0 = entries.into_boxed_slice();
         true
     }
 
-    /// Forgets events that happened before `horizon`.
-    pub fn expire_before(&mut self, horizon: EventTime) {
-        while let Some((&sequence, &newest)) = self.batches.first_key_value() {
-            if newest >= horizon {
-                break;
-            }
-            self.batches.remove(&sequence);
-            self.expired.push(sequence);
-        }
-        while let Some(&(at, key)) = self.by_time.first() {
-            if at >= horizon {
-                break;
-            }
-            self.by_time.pop_first();
-            self.seen.remove(&key);
-        }
-    }
-
-    /// The batches of entries added since the last call (with their sequences; at most
-    /// [`MAX_BATCH_ENTRIES`] each, so a record stays far below Kafka's size limit), and
-    /// the sequences of batches that expired.
-    pub fn take_changes(&mut self) -> (Vec<(u64, DedupeBatch)>, Vec<u64>) {
-        let expired = std::mem::take(&mut self.expired);
-        let added = std::mem::take(&mut self.added);
-        let mut batches = Vec::new();
-        for chunk in added.chunks(MAX_BATCH_ENTRIES) {
-            let sequence = self.next_batch;
-            self.next_batch += 1;
-            let newest = chunk.iter().map(|(_, at)| *at).max().unwrap_or_default();
-            self.batches.insert(sequence, newest);
-            let entries = chunk
+    /// Drops the entries before `horizon` (they no longer count anyway).
+    pub fn forget_before(&mut self, horizon: EventTime) {
+        if self.0.iter().any(|seen| seen.at < horizon) {
+            let kept: Vec<SeenEvent> = self
+                .0
                 .iter()
-                .map(|(key, at)| ((key >> 64) as u64, *key as u64, *at))
+                .filter(|seen| seen.at >= horizon)
+                .copied()
                 .collect();
-            batches.push((sequence, DedupeBatch { entries }));
-        }
-        (batches, expired)
-    }
-
-    /// Puts back a batch read from the changelog, skipping entries older than `horizon`.
-    pub fn restore(&mut self, sequence: u64, batch: DedupeBatch, horizon: EventTime) {
-        let newest = batch
-            .entries
-            .iter()
-            .map(|(.., at)| *at)
-            .max()
-            .unwrap_or_default();
-        self.batches.insert(sequence, newest);
-        self.next_batch = self.next_batch.max(sequence + 1);
-        for (high, low, at) in batch.entries {
-            if at >= horizon {
-                let key = (u128::from(high) << 64) | u128::from(low);
-                self.seen.insert(key, at);
-                self.by_time.insert((at, key));
-            }
+            self.0 = kept.into_boxed_slice();
         }
     }
 
-    /// Entries held.
+    /// The entries, oldest first as they arrived.
+    pub fn entries(&self) -> &[SeenEvent] {
+        &self.0
+    }
+
+    /// Entries held (some may be past the horizon until the list is rewritten).
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.0.len()
     }
 
     /// True when nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.0.is_empty()
     }
 }
 
@@ -141,14 +103,23 @@ mod tests {
 
     #[test]
     fn redelivery_is_recognised_until_it_expires() {
-        let mut dedupe = Dedupe::default();
-        let (c, e) = (CustomerId::new("c"), EventId::new("e"));
+        let mut seen = SeenEvents::default();
+        let e = EventId::new("e");
         let at = EventTime::from_millis(1000);
-        assert!(dedupe.first_sighting(&c, &e, at));
-        assert!(!dedupe.first_sighting(&c, &e, at));
-        assert!(dedupe.first_sighting(&CustomerId::new("other"), &e, at));
-        dedupe.expire_before(EventTime::from_millis(1001));
-        assert!(dedupe.is_empty());
-        assert!(dedupe.first_sighting(&c, &e, at));
+        let horizon = EventTime::from_millis(0);
+        assert!(seen.first_sighting(&e, at, horizon));
+        assert!(!seen.first_sighting(&e, at, horizon));
+        assert!(seen.first_sighting(&EventId::new("other"), at, horizon));
+        assert_eq!(seen.len(), 2);
+        // Past the horizon the entry no longer counts, and is dropped when rewritten.
+        let later = EventTime::from_millis(1001);
+        assert!(seen.first_sighting(&e, later, later));
+        assert_eq!(
+            seen.entries(),
+            &[SeenEvent {
+                fingerprint: fingerprint(&e),
+                at: later
+            }]
+        );
     }
 }

@@ -6,17 +6,24 @@
 //! processing loop mutates it, one event at a time, through [`Task::apply`]
 //! and [`Task::tick`]; both take the wall clock as an argument and do no I/O,
 //! so the same sequence of calls always gives the same profiles and windows.
-//! Nothing here is durable yet: a restart rebuilds state from the inputs.
+//! [`changelog`] makes it durable.
+//!
+//! Memory is what bounds how many customers a pod holds, so the state is laid
+//! out compactly: profiles in a chunked [`slab::Slab`] found through an index
+//! of slots (each customer id stored once, inside its profile), de-duplication
+//! memory next to each profile, tickets likewise, and timers referring to
+//! profiles and tickets by 4-byte slots. `benches/state_size.rs` prints what
+//! each kind of state costs.
 
 pub mod changelog;
 pub mod dedupe;
 pub mod profile;
 pub mod signal;
+pub mod slab;
 pub mod tickets;
 pub mod timers;
 pub mod watermark;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -28,12 +35,21 @@ use crate::window::{millis, FinalWindow, Measure, WindowSpec, Windows};
 
 pub use profile::{Lifecycle, Profile, ProfileRules, Segment};
 
-use dedupe::Dedupe;
-use profile::LastScore;
+use dedupe::SeenEvents;
+use profile::{LastScore, Survey};
 use signal::{Cause, Signal, SignalKind};
+use slab::{IdIndex, Slab};
 use tickets::TicketBook;
-use timers::{Timer, Timers};
+use timers::{CustomerSlot, TicketSlot, Timer, Timers};
 use watermark::Watermark;
+
+/// Customers whose expired de-duplication entries one watermark advance reclaims:
+/// a pass over a million customers every 500,000 events, for two reads per event
+/// (each a cache miss: the entries live behind a pointer).
+const SEEN_SWEEP_PER_ADVANCE: usize = 2;
+
+/// Ticket slots one watermark advance checks for eviction (reads in the slab).
+const TICKET_SWEEP_PER_ADVANCE: usize = 4;
 
 /// The rules every task applies, derived once from config.
 #[derive(Debug, Clone)]
@@ -107,21 +123,93 @@ pub enum Emitted {
     },
 }
 
+/// What a task holds per customer.
+#[derive(Debug, Clone)]
+struct CustomerEntry {
+    profile: Profile,
+    /// Events the customer sent since the de-duplication horizon.
+    seen: SeenEvents,
+}
+
+/// Every customer of a task: entries by slot, and slots by customer id.
+#[derive(Debug, Clone, Default)]
+struct Customers {
+    slab: Slab<CustomerEntry>,
+    index: IdIndex,
+}
+
+impl Customers {
+    fn id_of(slab: &Slab<CustomerEntry>, slot: u32) -> &str {
+        slab.get(slot)
+            .map_or("", |entry| entry.profile.customer_id.as_str())
+    }
+
+    fn find(&self, customer_id: &CustomerId) -> Option<CustomerSlot> {
+        let slab = &self.slab;
+        self.index
+            .find(customer_id.as_str(), |slot| Self::id_of(slab, slot))
+            .map(CustomerSlot)
+    }
+
+    /// The slot of the entry's customer, or the entry stored when the customer is
+    /// new; the entry comes back when the customer was already there.
+    fn find_or_insert(&mut self, entry: CustomerEntry) -> (CustomerSlot, Option<CustomerEntry>) {
+        // Two probes, but the second finds the first's cache lines.
+        match self.find(&entry.profile.customer_id) {
+            Some(slot) => (slot, Some(entry)),
+            None => (self.insert(entry), None),
+        }
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        let slab = &self.slab;
+        self.index
+            .reserve(additional, |slot| Self::id_of(slab, slot));
+    }
+
+    fn insert(&mut self, entry: CustomerEntry) -> CustomerSlot {
+        let id = entry.profile.customer_id.clone();
+        let slot = self.slab.push(entry);
+        let slab = &self.slab;
+        self.index
+            .insert(id.as_str(), slot, |slot| Self::id_of(slab, slot));
+        CustomerSlot(slot)
+    }
+
+    fn get(&self, slot: CustomerSlot) -> Option<&CustomerEntry> {
+        self.slab.get(slot.0)
+    }
+
+    fn get_mut(&mut self, slot: CustomerSlot) -> Option<&mut CustomerEntry> {
+        self.slab.get_mut(slot.0)
+    }
+
+    fn len(&self) -> usize {
+        self.slab.len()
+    }
+}
+
 /// The state of one task. See the module documentation.
 #[derive(Debug)]
 pub struct Task {
     id: u32,
     settings: Arc<TaskSettings>,
-    profiles: HashMap<CustomerId, Profile>,
+    customers: Customers,
     tickets: TicketBook,
     windows: Windows,
     watermark: Watermark,
-    dedupe: Dedupe,
+    /// Events before this time no longer count as seen (watermark − dedupe window).
+    dedupe_horizon: EventTime,
+    /// Next customer whose expired de-duplication entries are dropped.
+    seen_sweep: u32,
     timers: Timers,
     /// Next input offset included in the state, per source (see `changelog`).
     included: [i64; 3],
-    /// Profiles changed since the last changelog flush.
-    changed_profiles: HashSet<CustomerId>,
+    /// Customers changed since the last changelog flush.
+    changed_customers: Vec<CustomerSlot>,
+    /// One bit per customer slot: in `changed_customers` already (a bit rather
+    /// than a flag in each entry, where it would cost 8 bytes of padding).
+    changed_bits: Vec<u64>,
     /// Measures of the event being applied (reused to avoid allocating per event).
     measures: Vec<(EventTime, Measure)>,
     /// Number of the last changelog flush (see `changelog`).
@@ -145,12 +233,14 @@ impl Task {
             ),
             watermark: Watermark::new(settings.idle_timeout_millis, wall),
             settings,
-            profiles: HashMap::new(),
+            customers: Customers::default(),
             tickets: TicketBook::default(),
-            dedupe: Dedupe::default(),
+            dedupe_horizon: EventTime::MIN,
+            seen_sweep: 0,
             timers: Timers::default(),
             included: [0; 3],
-            changed_profiles: HashSet::new(),
+            changed_customers: Vec::new(),
+            changed_bits: Vec::new(),
             measures: Vec::new(),
             changelog_cycle: 0,
             stale_batches: Vec::new(),
@@ -170,7 +260,7 @@ impl Task {
 
     /// Profiles held.
     pub fn profile_count(&self) -> usize {
-        self.profiles.len()
+        self.customers.len()
     }
 
     /// Tickets held.
@@ -180,12 +270,25 @@ impl Task {
 
     /// The live profile of a customer this task owns.
     pub fn profile(&self, customer_id: &CustomerId) -> Option<&Profile> {
-        self.profiles.get(customer_id)
+        let slot = self.customers.find(customer_id)?;
+        self.customers.get(slot).map(|entry| &entry.profile)
     }
 
     /// Every profile held.
     pub fn profiles(&self) -> impl Iterator<Item = &Profile> {
-        self.profiles.values()
+        self.customers.slab.iter().map(|(_, entry)| &entry.profile)
+    }
+
+    /// Notes that the customer at `slot` changed, for the next changelog flush.
+    fn mark_changed(&mut self, slot: CustomerSlot) {
+        let (word, bit) = (slot.0 as usize / 64, 1u64 << (slot.0 % 64));
+        if word >= self.changed_bits.len() {
+            self.changed_bits.resize(word + 1, 0);
+        }
+        if self.changed_bits[word] & bit == 0 {
+            self.changed_bits[word] |= bit;
+            self.changed_customers.push(slot);
+        }
     }
 
     /// Says whether the broker holds unread records of this task's partition of `source`.
@@ -212,27 +315,36 @@ impl Task {
     pub fn apply(&mut self, event: &Event, wall: EventTime, out: &mut Vec<Emitted>) -> Outcome<'_> {
         let at = event.occurred_at;
         self.watermark.observe(event.source(), at, wall);
-        if !self
-            .dedupe
-            .first_sighting(&event.customer_id, &event.event_id, at)
-        {
+        let slot = match self.customers.find(&event.customer_id) {
+            Some(slot) => slot,
+            None => self.customers.insert(CustomerEntry {
+                profile: Profile::new(event.customer_id.clone(), at),
+                seen: SeenEvents::default(),
+            }),
+        };
+        let horizon = self.dedupe_horizon;
+        let first = self
+            .customers
+            .get_mut(slot)
+            .is_some_and(|entry| entry.seen.first_sighting(&event.event_id, at, horizon));
+        if !first {
             self.advance(wall, out);
             return Outcome::Duplicate;
         }
-        self.review_due(&event.customer_id, at, wall, out);
+        self.review_due(slot, at, wall, out);
         let late = self.windows.is_late(at);
         self.measures.clear();
+        self.mark_changed(slot);
         let rules = &self.settings.profile_rules;
-        let profile = self
-            .profiles
-            .entry(event.customer_id.clone())
-            .or_insert_with(|| Profile::new(event.customer_id.clone(), at));
+        let Some(entry) = self.customers.get_mut(slot) else {
+            unreachable!("the slot was just found or inserted")
+        };
+        let profile = &mut entry.profile;
         let (lifecycle_before, segment_before) = (profile.lifecycle, profile.segment);
-        self.changed_profiles.insert(event.customer_id.clone());
         profile.first_seen = profile.first_seen.min(at);
         profile.last_seen = profile.last_seen.max(at);
         profile.as_of = profile.as_of.max(at);
-        profile.events += 1;
+        profile.events = profile.events.saturating_add(1);
         profile.updated_at = wall;
         let mut signals: Vec<PendingSignal> = Vec::new();
         match &event.body {
@@ -251,7 +363,7 @@ impl Task {
             EventBody::Ticket(ticket) => {
                 let settings = &self.settings;
                 let change = self.tickets.apply(
-                    &event.customer_id,
+                    slot,
                     &ticket.ticket_id,
                     ticket.action,
                     at,
@@ -261,18 +373,28 @@ impl Task {
                 profile.open_tickets = profile
                     .open_tickets
                     .saturating_add_signed(change.open_delta);
-                profile.tickets_opened += u64::from(change.opened);
-                profile.tickets_resolved += u64::from(change.resolved);
+                profile.tickets_opened = profile
+                    .tickets_opened
+                    .saturating_add(u32::from(change.opened));
+                profile.tickets_resolved = profile
+                    .tickets_resolved
+                    .saturating_add(u32::from(change.resolved));
                 if let Some(millis) = change.first_response_millis {
-                    profile.first_responses += 1;
+                    profile.first_responses = profile.first_responses.saturating_add(1);
                     profile.first_response_millis_sum += millis;
                 }
-                let timer = || Timer::Sla(ticket.ticket_id.clone());
-                if let Some(deadline) = change.sla_deadline_opened {
-                    self.timers.schedule(deadline, timer());
-                }
-                if let Some(deadline) = change.sla_deadline_settled {
-                    self.timers.cancel(deadline, timer());
+                if let Some(ticket_slot) = change.slot {
+                    let timer = Timer::Sla(ticket_slot);
+                    // Cancel before scheduling: a replaced deadline may equal the new one.
+                    if let Some(deadline) = change.sla_deadline_replaced {
+                        self.timers.cancel(deadline, timer);
+                    }
+                    if let Some(deadline) = change.sla_deadline_opened {
+                        self.timers.schedule(deadline, timer);
+                    }
+                    if let Some(deadline) = change.sla_deadline_settled {
+                        self.timers.cancel(deadline, timer);
+                    }
                 }
                 let once_per_ticket = || Cause::Key(format!("ticket/{}", ticket.ticket_id));
                 // A breach happens at its deadline, however it is detected.
@@ -323,13 +445,16 @@ impl Task {
             &mut signals,
         );
         push_signals(profile, segment_before, signals, out);
-        reschedule_review(profile, rules, &mut self.timers);
+        reschedule_review(profile, slot, rules, &mut self.timers);
         for (measure_at, measure) in &self.measures {
             self.windows.record(*measure_at, measure);
         }
         self.advance(wall, out);
+        let Some(entry) = self.customers.get(slot) else {
+            unreachable!("profiles are never removed")
+        };
         Outcome::Applied {
-            profile: &self.profiles[&event.customer_id],
+            profile: &entry.profile,
             measures: &self.measures,
             late,
         }
@@ -349,8 +474,8 @@ impl Task {
         let lateness = self.settings.allowed_lateness_millis;
         while let Some((at, timer)) = self.timers.pop_due(watermark, lateness) {
             match timer {
-                Timer::Sla(ticket_id) => self.sla_overdue(&ticket_id, at, out),
-                Timer::Review(customer_id) => self.review(&customer_id, at, wall, true, out),
+                Timer::Sla(ticket) => self.sla_overdue(ticket, at, out),
+                Timer::Review(customer) => self.review(customer, at, wall, true, out),
             }
         }
         let mut finals = Vec::new();
@@ -360,24 +485,41 @@ impl Task {
                 .into_iter()
                 .map(|window| Emitted::Window(Box::new(window))),
         );
-        self.dedupe
-            .expire_before(watermark.plus_millis(-self.settings.dedupe_window_millis));
-        self.tickets
-            .evict_resolved_before(watermark.plus_millis(-self.settings.ticket_retention_millis));
+        self.dedupe_horizon = watermark.plus_millis(-self.settings.dedupe_window_millis);
+        self.sweep_seen();
+        let timers = &mut self.timers;
+        self.tickets.evict_resolved_before(
+            watermark.plus_millis(-self.settings.ticket_retention_millis),
+            TICKET_SWEEP_PER_ADVANCE,
+            |slot, ticket| {
+                // Its slot may be reused: a timer still pending must not fire on another ticket.
+                if ticket.sla_pending() {
+                    timers.cancel(ticket.sla_deadline, Timer::Sla(slot));
+                }
+            },
+        );
     }
 
-    fn sla_overdue(
-        &mut self,
-        ticket_id: &crate::event::TicketId,
-        deadline: EventTime,
-        out: &mut Vec<Emitted>,
-    ) {
-        let Some(ticket) = self.tickets.breach_overdue(ticket_id, deadline) else {
+    /// Drops expired de-duplication entries of a few customers, round the slab: a
+    /// customer's list is otherwise only trimmed when it sends an event.
+    fn sweep_seen(&mut self) {
+        let customers = self.customers.len() as u32;
+        for _ in 0..SEEN_SWEEP_PER_ADVANCE.min(customers as usize) {
+            let slot = CustomerSlot(self.seen_sweep % customers);
+            self.seen_sweep = slot.0 + 1;
+            if let Some(entry) = self.customers.get_mut(slot) {
+                entry.seen.forget_before(self.dedupe_horizon);
+            }
+        }
+    }
+
+    fn sla_overdue(&mut self, ticket: TicketSlot, deadline: EventTime, out: &mut Vec<Emitted>) {
+        let Some(ticket) = self.tickets.breach_overdue(ticket, deadline) else {
             return;
         };
-        let customer_id = ticket.customer_id.clone();
+        let (customer, ticket_id) = (ticket.customer, ticket.ticket_id.clone());
         self.windows.record(deadline, &Measure::SlaBreach);
-        let Some(profile) = self.profiles.get(&customer_id) else {
+        let Some(profile) = self.customers.get(customer).map(|entry| &entry.profile) else {
             return;
         };
         let cause = || Cause::Key(format!("ticket/{ticket_id}"));
@@ -402,19 +544,24 @@ impl Task {
     /// record of the older state after the newer one would win on the compacted topic).
     fn review(
         &mut self,
-        customer_id: &CustomerId,
+        slot: CustomerSlot,
         at: EventTime,
         wall: EventTime,
         emit_profile: bool,
         out: &mut Vec<Emitted>,
     ) {
-        let rules = &self.settings.profile_rules;
-        let Some(profile) = self.profiles.get_mut(customer_id) else {
-            return;
-        };
-        if profile.as_of >= at {
+        if self
+            .customers
+            .get(slot)
+            .is_none_or(|entry| entry.profile.as_of >= at)
+        {
             return;
         }
+        self.mark_changed(slot);
+        let rules = &self.settings.profile_rules;
+        let Some(profile) = self.customers.get_mut(slot).map(|entry| &mut entry.profile) else {
+            return;
+        };
         let (lifecycle_before, segment_before) = (profile.lifecycle, profile.segment);
         profile.as_of = at;
         profile.refresh_classification(rules);
@@ -428,7 +575,6 @@ impl Task {
             at,
             &mut signals,
         );
-        self.changed_profiles.insert(customer_id.clone());
         if (profile.lifecycle, profile.segment) != (lifecycle_before, segment_before) {
             profile.updated_at = wall;
         }
@@ -441,7 +587,7 @@ impl Task {
             });
         }
         push_signals(profile, segment_before, signals, out);
-        reschedule_review(profile, rules, &mut self.timers);
+        reschedule_review(profile, slot, rules, &mut self.timers);
     }
 
     /// Fires the customer's reviews due at or before `at`, each at its own instant,
@@ -450,23 +596,23 @@ impl Task {
     /// far other customers' traffic moved the watermark, so replays repeat them.
     fn review_due(
         &mut self,
-        customer_id: &CustomerId,
+        slot: CustomerSlot,
         at: EventTime,
         wall: EventTime,
         out: &mut Vec<Emitted>,
     ) {
-        while let Some(due) = self
-            .profiles
-            .get(customer_id)
-            .and_then(|profile| profile.review_at)
-            .filter(|due| *due <= at)
-        {
-            self.timers.cancel(due, Timer::Review(customer_id.clone()));
-            self.review(customer_id, due, wall, false, out);
-            if self.profiles.get(customer_id).and_then(|p| p.review_at) == Some(due) {
+        let review_at = |task: &Self| {
+            task.customers
+                .get(slot)
+                .and_then(|entry| entry.profile.review_at)
+        };
+        while let Some(due) = review_at(self).filter(|due| *due <= at) {
+            self.timers.cancel(due, Timer::Review(slot));
+            self.review(slot, due, wall, false, out);
+            if review_at(self) == Some(due) {
                 // Not rescheduled (nothing left to review): never loop on it.
-                if let Some(profile) = self.profiles.get_mut(customer_id) {
-                    profile.review_at = None;
+                if let Some(entry) = self.customers.get_mut(slot) {
+                    entry.profile.review_at = None;
                 }
                 break;
             }
@@ -534,17 +680,22 @@ fn signal(
 }
 
 /// Keeps exactly one review timer per customer, at their next possible transition.
-fn reschedule_review(profile: &mut Profile, rules: &ProfileRules, timers: &mut Timers) {
+fn reschedule_review(
+    profile: &mut Profile,
+    slot: CustomerSlot,
+    rules: &ProfileRules,
+    timers: &mut Timers,
+) {
     let next = profile.next_review(rules);
     if next == profile.review_at {
         return;
     }
-    let timer = || Timer::Review(profile.customer_id.clone());
+    let timer = Timer::Review(slot);
     if let Some(previous) = profile.review_at {
-        timers.cancel(previous, timer());
+        timers.cancel(previous, timer);
     }
     if let Some(next) = next {
-        timers.schedule(next, timer());
+        timers.schedule(next, timer);
     }
     profile.review_at = next;
 }
@@ -570,8 +721,8 @@ fn apply_purchase(
             if let Some(gap) = gap_millis {
                 profile.purchase_gap_millis_sum += gap;
             }
-            profile.orders_placed += 1;
-            *profile.revenue_minor.entry(amount.currency).or_default() += amount.amount.0;
+            profile.orders_placed = profile.orders_placed.saturating_add(1);
+            profile.money.add_revenue(amount.currency, amount.amount.0);
             profile.first_purchase_at =
                 Some(profile.first_purchase_at.map_or(at, |first| first.min(at)));
             profile.last_purchase_at = Some(previous.map_or(at, |last| last.max(at)));
@@ -593,7 +744,7 @@ fn apply_purchase(
             },
         )),
         PurchaseAction::Returned { amount } => {
-            *profile.returned_minor.entry(amount.currency).or_default() += amount.amount.0;
+            profile.money.add_returned(amount.currency, amount.amount.0);
             measures.push((at, Measure::OrderReturned { amount }));
         }
     }
@@ -606,41 +757,41 @@ fn apply_survey(
     at: EventTime,
     measures: &mut Vec<(EventTime, Measure)>,
 ) {
-    let newer = |last: Option<LastScore>| last.is_none_or(|last| last.at <= at);
-    match response {
-        SurveyResponse::Nps { score } => {
-            if newer(profile.last_nps) {
-                profile.last_nps = Some(LastScore {
-                    score,
-                    scale_max: 10,
-                    at,
-                });
-            }
-            measures.push((at, Measure::NpsResponse(NpsCategory::of(score))));
-        }
+    let (survey, score, scale_max, measure) = match response {
+        SurveyResponse::Nps { score } => (
+            Survey::Nps,
+            score,
+            10,
+            Measure::NpsResponse(NpsCategory::of(score)),
+        ),
         SurveyResponse::Csat { score, scale_max } => {
-            if newer(profile.last_csat) {
-                profile.last_csat = Some(LastScore {
-                    score,
-                    scale_max,
-                    at,
-                });
-            }
             // score >= 0.8 × scale_max, in integers.
             let satisfied = u32::from(score) * 10 >= u32::from(scale_max) * 8;
-            measures.push((at, Measure::CsatResponse { satisfied }));
+            (
+                Survey::Csat,
+                score,
+                scale_max,
+                Measure::CsatResponse { satisfied },
+            )
         }
-        SurveyResponse::Ces { score, scale_max } => {
-            if newer(profile.last_ces) {
-                profile.last_ces = Some(LastScore {
-                    score,
-                    scale_max,
-                    at,
-                });
-            }
-            measures.push((at, Measure::CesResponse { score }));
-        }
+        SurveyResponse::Ces { score, scale_max } => (
+            Survey::Ces,
+            score,
+            scale_max,
+            Measure::CesResponse { score },
+        ),
+    };
+    if profile.last_answer(survey).is_none_or(|last| last.at <= at) {
+        profile.set_last_answer(
+            survey,
+            LastScore {
+                score,
+                scale_max,
+                at,
+            },
+        );
     }
+    measures.push((at, measure));
 }
 
 /// How much state a task holds, by kind, for sizing and the state-size test.
@@ -652,7 +803,7 @@ pub struct StateCounts {
     pub tickets: usize,
     /// Pending timers.
     pub timers: usize,
-    /// De-duplication fingerprints.
+    /// De-duplication entries (some may be past the horizon until their customer's next event).
     pub dedupe_entries: usize,
     /// Window panes over all specs.
     pub panes: usize,
@@ -660,14 +811,79 @@ pub struct StateCounts {
     pub active_index_entries: usize,
 }
 
+/// A kind of task state, to attribute heap memory to it (see [`Task::discard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatePart {
+    /// Changes not yet taken by [`Task::take_changelog`].
+    PendingChanges,
+    /// Pending timers.
+    Timers,
+    /// De-duplication memory.
+    Dedupe,
+    /// Tickets.
+    Tickets,
+    /// Window panes.
+    Panes,
+    /// The active-customer index of the retention group.
+    ActiveIndex,
+    /// Profiles and their index.
+    Profiles,
+}
+
+impl StatePart {
+    /// Every part, in the order [`Task::discard`] can drop them one after another.
+    pub const ALL: [StatePart; 7] = [
+        StatePart::PendingChanges,
+        StatePart::Timers,
+        StatePart::Dedupe,
+        StatePart::Tickets,
+        StatePart::Panes,
+        StatePart::ActiveIndex,
+        StatePart::Profiles,
+    ];
+}
+
 impl Task {
+    /// Drops one kind of state so that a counting allocator sees how much heap it
+    /// held (state-size test and bench); the task must not process anything after.
+    pub fn discard(&mut self, part: StatePart) {
+        match part {
+            StatePart::PendingChanges => {
+                self.changed_customers = Vec::new();
+                self.changed_bits = Vec::new();
+                self.measures = Vec::new();
+                self.stale_batches = Vec::new();
+                self.batch_to_rewrite = Vec::new();
+                self.tickets.discard_changes();
+                self.windows.discard_changes();
+            }
+            StatePart::Timers => self.timers = Timers::default(),
+            StatePart::Dedupe => {
+                for slot in 0..self.customers.len() as u32 {
+                    if let Some(entry) = self.customers.get_mut(CustomerSlot(slot)) {
+                        entry.seen = SeenEvents::default();
+                    }
+                }
+            }
+            StatePart::Tickets => self.tickets = TicketBook::default(),
+            StatePart::Panes => self.windows.discard_panes(),
+            StatePart::ActiveIndex => self.windows.discard_active(),
+            StatePart::Profiles => self.customers = Customers::default(),
+        }
+    }
+
     /// Counts of everything the task holds.
     pub fn state_counts(&self) -> StateCounts {
         StateCounts {
-            profiles: self.profiles.len(),
+            profiles: self.customers.len(),
             tickets: self.tickets.len(),
             timers: self.timers.len(),
-            dedupe_entries: self.dedupe.len(),
+            dedupe_entries: self
+                .customers
+                .slab
+                .iter()
+                .map(|(_, entry)| entry.seen.len())
+                .sum(),
             panes: self.windows.pane_count(),
             active_index_entries: self.windows.active_index_len(),
         }

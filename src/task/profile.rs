@@ -3,15 +3,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::SegmentsConfig;
 use crate::event::{Currency, CustomerId, EventTime, NpsCategory};
 use crate::window::millis;
 
 /// Where a customer is in their relationship with us.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Lifecycle {
     /// No purchase yet.
     Prospect,
@@ -39,8 +36,7 @@ impl Lifecycle {
 }
 
 /// RFM segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Segment {
     /// Recent, frequent, valuable.
     Champion,
@@ -92,8 +88,19 @@ impl ProfileRules {
     }
 }
 
+/// A kind of survey, as the profile remembers its latest answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Survey {
+    /// Net promoter score.
+    Nps = 0,
+    /// Customer satisfaction.
+    Csat = 1,
+    /// Customer effort score.
+    Ces = 2,
+}
+
 /// A last survey answer with its scale.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LastScore {
     /// The score.
     pub score: u8,
@@ -103,8 +110,96 @@ pub struct LastScore {
     pub at: EventTime,
 }
 
+/// Placed and returned value in one currency, minor units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CurrencyTotals {
+    /// The currency.
+    pub currency: Currency,
+    /// Whether any order was placed in it (an order may be worth 0).
+    pub placed: bool,
+    /// Whether anything was returned in it.
+    pub returned: bool,
+    /// Placed value.
+    pub revenue_minor: i64,
+    /// Returned value.
+    pub returned_minor: i64,
+}
+
+impl CurrencyTotals {
+    fn new(currency: Currency) -> Self {
+        CurrencyTotals {
+            currency,
+            placed: false,
+            returned: false,
+            revenue_minor: 0,
+            returned_minor: 0,
+        }
+    }
+}
+
+/// Revenue and returns per currency. Almost every customer pays in one
+/// currency: it is held inline (24 bytes), further ones in a rarely used box,
+/// instead of two B-tree maps with a heap node each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyTotals {
+    first: Option<CurrencyTotals>,
+    // Boxed: 8 bytes in every profile instead of a Vec's 24, for what is almost never used.
+    #[allow(clippy::box_collection)]
+    more: Option<Box<Vec<CurrencyTotals>>>,
+}
+
+impl MoneyTotals {
+    fn totals_mut(&mut self, currency: Currency) -> &mut CurrencyTotals {
+        let first = self
+            .first
+            .get_or_insert_with(|| CurrencyTotals::new(currency));
+        if first.currency == currency {
+            return first;
+        }
+        let more = self.more.get_or_insert_with(Box::default);
+        match more.iter().position(|totals| totals.currency == currency) {
+            Some(index) => &mut more[index],
+            None => {
+                more.push(CurrencyTotals::new(currency));
+                let last = more.len() - 1;
+                &mut more[last]
+            }
+        }
+    }
+
+    /// Adds a placed order's value.
+    pub fn add_revenue(&mut self, currency: Currency, amount_minor: i64) {
+        let totals = self.totals_mut(currency);
+        totals.placed = true;
+        totals.revenue_minor += amount_minor;
+    }
+
+    /// Adds a return's value.
+    pub fn add_returned(&mut self, currency: Currency, amount_minor: i64) {
+        let totals = self.totals_mut(currency);
+        totals.returned = true;
+        totals.returned_minor += amount_minor;
+    }
+
+    /// Every currency with an order or a return.
+    pub fn iter(&self) -> impl Iterator<Item = &CurrencyTotals> {
+        self.first
+            .iter()
+            .chain(self.more.iter().flat_map(|more| more.iter()))
+    }
+
+    /// Totals read back from the changelog.
+    pub fn from_totals(totals: impl IntoIterator<Item = CurrencyTotals>) -> Self {
+        let mut money = MoneyTotals::default();
+        for entry in totals {
+            *money.totals_mut(entry.currency) = entry;
+        }
+        money
+    }
+}
+
 /// Everything known about one customer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     /// The customer.
     pub customer_id: CustomerId,
@@ -112,14 +207,12 @@ pub struct Profile {
     pub first_seen: EventTime,
     /// Latest event time seen; the instant lifecycle and segment are evaluated at.
     pub last_seen: EventTime,
-    /// Events applied.
-    pub events: u64,
+    /// Events applied (counts are u32: a customer with four billion events is not a customer).
+    pub events: u32,
     /// Orders placed.
-    pub orders_placed: u64,
-    /// Placed value per currency.
-    pub revenue_minor: BTreeMap<Currency, i64>,
-    /// Returned value per currency.
-    pub returned_minor: BTreeMap<Currency, i64>,
+    pub orders_placed: u32,
+    /// Placed and returned value per currency.
+    pub money: MoneyTotals,
     /// First `placed`.
     pub first_purchase_at: Option<EventTime>,
     /// Latest `placed`.
@@ -129,21 +222,23 @@ pub struct Profile {
     /// When the customer came back after churning, if they did.
     pub reactivated_at: Option<EventTime>,
     /// Tickets currently open.
-    pub open_tickets: u64,
+    pub open_tickets: u32,
     /// Tickets opened.
-    pub tickets_opened: u64,
+    pub tickets_opened: u32,
     /// Resolutions.
-    pub tickets_resolved: u64,
+    pub tickets_resolved: u32,
     /// First responses received.
-    pub first_responses: u64,
+    pub first_responses: u32,
     /// Sum of first-response times, ms.
     pub first_response_millis_sum: i64,
-    /// Latest NPS answer.
-    pub last_nps: Option<LastScore>,
-    /// Latest CSAT answer.
-    pub last_csat: Option<LastScore>,
-    /// Latest CES answer.
-    pub last_ces: Option<LastScore>,
+    /// Times of the latest NPS, CSAT and CES answers ([`Survey`] order); with the
+    /// two arrays below rather than three `Option<LastScore>`, the scores fill
+    /// what would otherwise be padding.
+    pub(crate) last_answer_at: [Option<EventTime>; 3],
+    /// Their scores.
+    pub(crate) last_answer_score: [u8; 3],
+    /// Their scales' maximums.
+    pub(crate) last_answer_scale_max: [u8; 3],
     /// Lifecycle at `as_of`.
     pub lifecycle: Lifecycle,
     /// Segment at `as_of`.
@@ -166,8 +261,7 @@ impl Profile {
             last_seen: at,
             events: 0,
             orders_placed: 0,
-            revenue_minor: BTreeMap::new(),
-            returned_minor: BTreeMap::new(),
+            money: MoneyTotals::default(),
             first_purchase_at: None,
             last_purchase_at: None,
             purchase_gap_millis_sum: 0,
@@ -177,9 +271,9 @@ impl Profile {
             tickets_resolved: 0,
             first_responses: 0,
             first_response_millis_sum: 0,
-            last_nps: None,
-            last_csat: None,
-            last_ces: None,
+            last_answer_at: [None; 3],
+            last_answer_score: [0; 3],
+            last_answer_scale_max: [0; 3],
             lifecycle: Lifecycle::Prospect,
             segment: Segment::Regular,
             as_of: at,
@@ -188,18 +282,73 @@ impl Profile {
         }
     }
 
+    /// Placed value per currency (currencies with an order).
+    pub fn revenue_minor(&self) -> BTreeMap<Currency, i64> {
+        self.money
+            .iter()
+            .filter(|totals| totals.placed)
+            .map(|totals| (totals.currency, totals.revenue_minor))
+            .collect()
+    }
+
+    /// Returned value per currency (currencies with a return).
+    pub fn returned_minor(&self) -> BTreeMap<Currency, i64> {
+        self.money
+            .iter()
+            .filter(|totals| totals.returned)
+            .map(|totals| (totals.currency, totals.returned_minor))
+            .collect()
+    }
+
     /// Net value per currency: revenue minus returns.
     pub fn net_value_minor(&self) -> BTreeMap<Currency, i64> {
-        let mut net = self.revenue_minor.clone();
-        for (currency, amount) in &self.returned_minor {
-            *net.entry(*currency).or_default() -= amount;
-        }
-        net
+        self.money
+            .iter()
+            .map(|totals| {
+                (
+                    totals.currency,
+                    totals.revenue_minor - totals.returned_minor,
+                )
+            })
+            .collect()
+    }
+
+    /// The latest answer to a kind of survey.
+    pub fn last_answer(&self, survey: Survey) -> Option<LastScore> {
+        let index = survey as usize;
+        self.last_answer_at[index].map(|at| LastScore {
+            score: self.last_answer_score[index],
+            scale_max: self.last_answer_scale_max[index],
+            at,
+        })
+    }
+
+    /// Records the latest answer to a kind of survey.
+    pub fn set_last_answer(&mut self, survey: Survey, answer: LastScore) {
+        let index = survey as usize;
+        self.last_answer_at[index] = Some(answer.at);
+        self.last_answer_score[index] = answer.score;
+        self.last_answer_scale_max[index] = answer.scale_max;
+    }
+
+    /// Latest NPS answer.
+    pub fn last_nps(&self) -> Option<LastScore> {
+        self.last_answer(Survey::Nps)
+    }
+
+    /// Latest CSAT answer.
+    pub fn last_csat(&self) -> Option<LastScore> {
+        self.last_answer(Survey::Csat)
+    }
+
+    /// Latest CES answer.
+    pub fn last_ces(&self) -> Option<LastScore> {
+        self.last_answer(Survey::Ces)
     }
 
     /// Category of the latest NPS answer.
     pub fn last_nps_category(&self) -> Option<NpsCategory> {
-        self.last_nps.map(|last| NpsCategory::of(last.score))
+        self.last_nps().map(|last| NpsCategory::of(last.score))
     }
 
     /// Mean days between consecutive orders.
@@ -245,11 +394,12 @@ impl Profile {
             return Segment::AtRisk;
         }
         let recent = now < last.plus_millis(rules.champion_recency_millis);
+        // Evaluated on every event: no map is built for it.
         let valuable = self
-            .net_value_minor()
-            .values()
-            .any(|net| *net >= rules.champion_min_value);
-        if recent && self.orders_placed >= rules.champion_min_orders && valuable {
+            .money
+            .iter()
+            .any(|totals| totals.revenue_minor - totals.returned_minor >= rules.champion_min_value);
+        if recent && u64::from(self.orders_placed) >= rules.champion_min_orders && valuable {
             Segment::Champion
         } else {
             Segment::Regular
@@ -328,7 +478,7 @@ mod tests {
         profile.first_purchase_at = Some(day(0));
         profile.last_purchase_at = Some(day(100));
         profile.orders_placed = 5;
-        profile.revenue_minor.insert(eur, 60_000);
+        profile.money.add_revenue(eur, 60_000);
         let at = |now| {
             let lifecycle = profile.lifecycle_at(day(now), &rules);
             profile.segment_at(day(now), lifecycle, &rules)
@@ -337,17 +487,20 @@ mod tests {
         assert_eq!(at(140), Segment::Regular);
         assert_eq!(at(146), Segment::AtRisk);
         assert_eq!(at(190), Segment::Lost);
-        profile.returned_minor.insert(eur, 20_000);
+        profile.money.add_returned(eur, 20_000);
         let lifecycle = profile.lifecycle_at(day(110), &rules);
         assert_eq!(
             profile.segment_at(day(110), lifecycle, &rules),
             Segment::Regular
         );
-        profile.last_nps = Some(LastScore {
-            score: 3,
-            scale_max: 10,
-            at: day(105),
-        });
+        profile.set_last_answer(
+            Survey::Nps,
+            LastScore {
+                score: 3,
+                scale_max: 10,
+                at: day(105),
+            },
+        );
         assert_eq!(
             profile.segment_at(day(110), lifecycle, &rules),
             Segment::AtRisk

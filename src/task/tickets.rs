@@ -3,41 +3,95 @@
 //! breaches (on a late first reply here, or by the task's SLA timer when none
 //! came, through [`TicketBook::breach_overdue`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-
-use crate::event::{Channel, CustomerId, EventTime, TicketAction, TicketId};
+use super::slab::{IdIndex, Slab};
+use super::timers::{CustomerSlot, TicketSlot};
+use crate::event::{Channel, EventTime, TicketAction, TicketId};
 use crate::window::Measure;
 
 /// What a task remembers of one ticket.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TicketState {
+    /// The ticket (held here only: the index finds it by this id).
+    pub ticket_id: TicketId,
     /// Whose ticket it is.
-    pub customer_id: CustomerId,
+    pub customer: CustomerSlot,
     /// When it was opened.
     pub opened_at: EventTime,
-    /// Where it was opened.
-    pub channel: Channel,
+    /// `opened_at` + the channel's SLA threshold.
+    pub sla_deadline: EventTime,
+    /// The latest resolution.
+    pub resolved_at: Option<EventTime>,
     /// Agent replies so far.
     pub agent_replies: u32,
-    /// The first agent reply, once it came.
-    pub first_response_at: Option<EventTime>,
+    /// Where it was opened.
+    pub channel: Channel,
+    /// Whether the first agent reply came (its time is not needed afterwards).
+    pub responded: bool,
     /// Whether the ticket was ever reopened.
     pub reopened: bool,
     /// Whether it is currently open.
     pub open: bool,
-    /// The latest resolution.
-    pub resolved_at: Option<EventTime>,
     /// Whether its SLA breach was counted.
     pub sla_breached: bool,
-    /// `opened_at` + the channel's SLA threshold.
-    pub sla_deadline: EventTime,
+    /// Changed since the last changelog flush (already in the change list).
+    changed: bool,
+}
+
+impl TicketState {
+    /// A ticket read back from the changelog.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restored(
+        ticket_id: TicketId,
+        customer: CustomerSlot,
+        opened_at: EventTime,
+        sla_deadline: EventTime,
+        resolved_at: Option<EventTime>,
+        agent_replies: u32,
+        channel: Channel,
+        flags: TicketFlags,
+    ) -> Self {
+        TicketState {
+            ticket_id,
+            customer,
+            opened_at,
+            sla_deadline,
+            resolved_at,
+            agent_replies,
+            channel,
+            responded: flags.responded,
+            reopened: flags.reopened,
+            open: flags.open,
+            sla_breached: flags.sla_breached,
+            changed: false,
+        }
+    }
+
+    /// Still waiting for a first reply whose SLA breach was not counted yet.
+    pub fn sla_pending(&self) -> bool {
+        !self.responded && !self.sla_breached
+    }
+}
+
+/// The yes/no facts of a ticket, for [`TicketState::restored`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TicketFlags {
+    /// The first agent reply came.
+    pub responded: bool,
+    /// Reopened at least once.
+    pub reopened: bool,
+    /// Currently open.
+    pub open: bool,
+    /// Its SLA breach was counted.
+    pub sla_breached: bool,
 }
 
 /// How a ticket event changed the customer's ticket counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TicketChange {
+    /// The ticket's slot, when the task knows the ticket.
+    pub slot: Option<TicketSlot>,
     /// +1 when a ticket opened or reopened, -1 when resolved.
-    pub open_delta: i64,
+    pub open_delta: i32,
     /// A new ticket.
     pub opened: bool,
     /// A resolution.
@@ -48,35 +102,118 @@ pub struct TicketChange {
     pub sla_deadline_opened: Option<EventTime>,
     /// The SLA deadline whose timer a first reply made unnecessary (cancel it).
     pub sla_deadline_settled: Option<EventTime>,
+    /// The SLA deadline of a ticket replaced by a new opening with the same id (cancel it).
+    pub sla_deadline_replaced: Option<EventTime>,
     /// The first reply came after this SLA deadline: the breach was counted now.
     pub breached_deadline: Option<EventTime>,
 }
 
-/// Every ticket of one task.
-#[derive(Debug, Clone, Default)]
+/// Every ticket of one task: records in a slab (freed slots are reused) and an
+/// index by ticket id.
+///
+/// A ticket closed and resolved before the retention horizon counts as gone at
+/// once (every lookup checks it), and its memory is reclaimed by a sweep over a
+/// few slots per watermark advance: no index of tickets by resolution time.
+#[derive(Debug, Clone)]
 pub struct TicketBook {
-    tickets: HashMap<TicketId, TicketState>,
-    /// (resolved_at, ticket) of resolved tickets, oldest first, so eviction is incremental.
-    resolved: BTreeSet<(EventTime, TicketId)>,
-    /// Tickets changed or evicted since the last changelog flush.
-    changed: HashSet<TicketId>,
+    slab: Slab<Option<TicketState>>,
+    /// Slots of evicted tickets, for reuse.
+    free: Vec<u32>,
+    index: IdIndex,
+    /// Tickets resolved (and still closed) before this are gone.
+    horizon: EventTime,
+    /// Next slot the sweep looks at.
+    sweep: u32,
+    /// Tickets changed since the last changelog flush (each once, see `TicketState::changed`).
+    changed: Vec<TicketSlot>,
+    /// Tickets evicted since the last changelog flush.
+    forgotten: Vec<TicketId>,
+}
+
+impl Default for TicketBook {
+    fn default() -> Self {
+        TicketBook {
+            slab: Slab::default(),
+            free: Vec::new(),
+            index: IdIndex::default(),
+            horizon: EventTime::MIN,
+            sweep: 0,
+            changed: Vec::new(),
+            forgotten: Vec::new(),
+        }
+    }
+}
+
+fn id_of(slab: &Slab<Option<TicketState>>, slot: u32) -> &str {
+    slab.get(slot)
+        .and_then(Option::as_ref)
+        .map_or("", |ticket| ticket.ticket_id.as_str())
 }
 
 impl TicketBook {
     /// Number of tickets held.
     pub fn len(&self) -> usize {
-        self.tickets.len()
+        self.index.len()
     }
 
     /// True when no ticket is held.
     pub fn is_empty(&self) -> bool {
-        self.tickets.is_empty()
+        self.index.is_empty()
+    }
+
+    /// The ticket at `slot`.
+    pub fn get(&self, slot: TicketSlot) -> Option<&TicketState> {
+        self.slab.get(slot.0).and_then(Option::as_ref)
+    }
+
+    /// Closed and resolved before the horizon: as good as evicted.
+    fn is_gone(&self, ticket: &TicketState) -> bool {
+        !ticket.open && ticket.resolved_at.is_some_and(|at| at < self.horizon)
+    }
+
+    fn get_mut(&mut self, slot: TicketSlot) -> Option<&mut TicketState> {
+        self.slab.get_mut(slot.0).and_then(Option::as_mut)
+    }
+
+    /// The slot of `ticket_id`, if the task holds it.
+    pub fn find(&self, ticket_id: &TicketId) -> Option<TicketSlot> {
+        let slab = &self.slab;
+        self.index
+            .find(ticket_id.as_str(), |slot| id_of(slab, slot))
+            .map(TicketSlot)
+    }
+
+    fn mark_changed(&mut self, slot: TicketSlot) {
+        if let Some(ticket) = self.get_mut(slot) {
+            if !ticket.changed {
+                ticket.changed = true;
+                self.changed.push(slot);
+            }
+        }
+    }
+
+    /// Stores a ticket not held yet; returns its slot.
+    fn insert(&mut self, ticket: TicketState) -> TicketSlot {
+        let id = ticket.ticket_id.clone();
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                if let Some(entry) = self.slab.get_mut(slot) {
+                    *entry = Some(ticket);
+                }
+                slot
+            }
+            None => self.slab.push(Some(ticket)),
+        };
+        let slab = &self.slab;
+        self.index
+            .insert(id.as_str(), slot, |slot| id_of(slab, slot));
+        TicketSlot(slot)
     }
 
     /// Applies a ticket event at `at`; `measures` receives (time, measure) pairs.
     pub fn apply(
         &mut self,
-        customer_id: &CustomerId,
+        customer: CustomerSlot,
         ticket_id: &TicketId,
         action: TicketAction,
         at: EventTime,
@@ -84,44 +221,60 @@ impl TicketBook {
         measures: &mut Vec<(EventTime, Measure)>,
     ) -> TicketChange {
         let mut change = TicketChange::default();
+        let found = self.find(ticket_id);
         if let TicketAction::Opened { channel, .. } = action {
-            self.changed.insert(ticket_id.clone());
             let deadline = at.plus_millis(sla_threshold_millis(channel));
-            let was_open = self
-                .tickets
-                .insert(
-                    ticket_id.clone(),
-                    TicketState {
-                        customer_id: customer_id.clone(),
-                        opened_at: at,
-                        channel,
-                        agent_replies: 0,
-                        first_response_at: None,
-                        reopened: false,
-                        open: true,
-                        resolved_at: None,
-                        sla_breached: false,
-                        sla_deadline: deadline,
-                    },
-                )
-                .is_some_and(|previous| previous.open);
+            let mut ticket = TicketState {
+                ticket_id: ticket_id.clone(),
+                customer,
+                opened_at: at,
+                sla_deadline: deadline,
+                resolved_at: None,
+                agent_replies: 0,
+                channel,
+                responded: false,
+                reopened: false,
+                open: true,
+                sla_breached: false,
+                changed: false,
+            };
+            let (slot, was_open) = match found.and_then(|slot| Some((slot, self.get_mut(slot)?))) {
+                Some((slot, previous)) => {
+                    // A new opening of a known id starts the ticket over in its slot.
+                    ticket.changed = previous.changed;
+                    let replaced = std::mem::replace(previous, ticket);
+                    if replaced.sla_pending() {
+                        change.sla_deadline_replaced = Some(replaced.sla_deadline);
+                    }
+                    (slot, replaced.open)
+                }
+                None => (self.insert(ticket), false),
+            };
+            self.mark_changed(slot);
+            change.slot = Some(slot);
             change.sla_deadline_opened = Some(deadline);
             measures.push((at, Measure::TicketOpened));
             change.opened = true;
             change.open_delta = if was_open { 0 } else { 1 };
             return change;
         }
-        // Events of a ticket whose opening this task never saw change only the profile.
-        let Some(ticket) = self.tickets.get_mut(ticket_id) else {
+        // Events of a ticket whose opening this task never saw (or that was
+        // forgotten after its retention) change only the profile.
+        let Some(slot) = found.filter(|slot| self.get(*slot).is_some_and(|t| !self.is_gone(t)))
+        else {
             return change;
         };
-        self.changed.insert(ticket_id.clone());
+        self.mark_changed(slot);
+        change.slot = Some(slot);
+        let Some(ticket) = self.get_mut(slot) else {
+            return change;
+        };
         match action {
             TicketAction::Opened { .. } | TicketAction::CustomerReplied => {}
             TicketAction::AgentReplied => {
-                ticket.agent_replies += 1;
-                if ticket.first_response_at.is_none() {
-                    ticket.first_response_at = Some(at);
+                ticket.agent_replies = ticket.agent_replies.saturating_add(1);
+                if !ticket.responded {
+                    ticket.responded = true;
                     let millis = at.millis() - ticket.opened_at.millis();
                     measures.push((at, Measure::FirstResponse { millis }));
                     change.first_response_millis = Some(millis);
@@ -144,10 +297,7 @@ impl TicketBook {
                     },
                 ));
                 change.resolved = true;
-                if let Some(previous) = ticket.resolved_at.replace(at) {
-                    self.resolved.remove(&(previous, ticket_id.clone()));
-                }
-                self.resolved.insert((at, ticket_id.clone()));
+                ticket.resolved_at = Some(at);
                 if ticket.open {
                     ticket.open = false;
                     change.open_delta = -1;
@@ -165,76 +315,111 @@ impl TicketBook {
         change
     }
 
-    /// Tickets changed since the last call, with their state (`None`: forgotten).
+    /// Tickets changed since the last call, with their state (`None`: forgotten);
+    /// forgotten ones first, so a ticket forgotten and opened again ends with its state.
     pub fn take_changes(&mut self) -> Vec<(TicketId, Option<&TicketState>)> {
+        let mut changes: Vec<(TicketId, Option<&TicketState>)> =
+            std::mem::take(&mut self.forgotten)
+                .into_iter()
+                .map(|id| (id, None))
+                .collect();
         let changed = std::mem::take(&mut self.changed);
-        changed
-            .into_iter()
-            .map(|id| {
-                let state = self.tickets.get(&id);
-                (id, state)
-            })
-            .collect()
+        for slot in &changed {
+            if let Some(ticket) = self.slab.get_mut(slot.0).and_then(Option::as_mut) {
+                ticket.changed = false;
+            }
+        }
+        for slot in changed {
+            if let Some(ticket) = self.get(slot) {
+                changes.push((ticket.ticket_id.clone(), Some(ticket)));
+            }
+        }
+        changes
     }
 
-    /// Puts back a ticket read from the changelog.
-    pub fn restore(&mut self, ticket_id: TicketId, state: TicketState) {
-        if let Some(resolved_at) = state.resolved_at {
-            self.resolved.insert((resolved_at, ticket_id.clone()));
+    /// Forgets which tickets changed (memory measurement only).
+    pub(crate) fn discard_changes(&mut self) {
+        self.changed = Vec::new();
+        self.forgotten = Vec::new();
+    }
+
+    /// Puts back a ticket read from the changelog (replacing one with the same id).
+    pub fn restore(&mut self, ticket: TicketState) {
+        match self
+            .find(&ticket.ticket_id)
+            .and_then(|slot| self.slab.get_mut(slot.0))
+        {
+            Some(entry) => *entry = Some(ticket),
+            None => {
+                self.insert(ticket);
+            }
         }
-        self.tickets.insert(ticket_id, state);
     }
 
     /// Removes a ticket the changelog says was forgotten.
     pub fn forget(&mut self, ticket_id: &TicketId) {
-        self.tickets.remove(ticket_id);
+        let slab = &self.slab;
+        let Some(slot) = self
+            .index
+            .remove(ticket_id.as_str(), |slot| id_of(slab, slot))
+        else {
+            return;
+        };
+        if let Some(entry) = self.slab.get_mut(slot) {
+            *entry = None;
+            self.free.push(slot);
+        }
     }
 
     /// SLA deadlines still waiting for a first reply, to rebuild timers after a restore.
-    pub fn pending_sla_deadlines(&self) -> impl Iterator<Item = (EventTime, &TicketId)> {
-        self.tickets
-            .iter()
-            .filter(|(_, t)| t.first_response_at.is_none() && !t.sla_breached)
-            .map(|(id, t)| (t.sla_deadline, id))
+    pub fn pending_sla_deadlines(&self) -> impl Iterator<Item = (EventTime, TicketSlot)> + '_ {
+        self.slab.iter().filter_map(|(slot, ticket)| {
+            let ticket = ticket.as_ref().filter(|ticket| !self.is_gone(ticket))?;
+            ticket
+                .sla_pending()
+                .then_some((ticket.sla_deadline, TicketSlot(slot)))
+        })
     }
 
-    /// The SLA timer of `ticket_id` for `deadline` fired: counts the breach when the
-    /// ticket still has no reply, and returns the ticket then.
+    /// The SLA timer of the ticket at `slot` for `deadline` fired: counts the breach
+    /// when the ticket still has no reply, and returns the ticket then.
     pub fn breach_overdue(
         &mut self,
-        ticket_id: &TicketId,
+        slot: TicketSlot,
         deadline: EventTime,
     ) -> Option<&TicketState> {
-        let ticket = self.tickets.get_mut(ticket_id)?;
-        if ticket.first_response_at.is_some()
-            || ticket.sla_breached
-            || ticket.sla_deadline != deadline
-        {
+        let gone = self.get(slot).is_none_or(|ticket| self.is_gone(ticket));
+        let ticket = self.get_mut(slot).filter(|_| !gone)?;
+        if !ticket.sla_pending() || ticket.sla_deadline != deadline {
             return None;
         }
         ticket.sla_breached = true;
-        self.changed.insert(ticket_id.clone());
-        Some(ticket)
+        self.mark_changed(slot);
+        self.get(slot)
     }
 
-    /// Forgets tickets resolved before `horizon`; a later reopening of one of them
-    /// changes only the profile, like any event of an unknown ticket.
-    pub fn evict_resolved_before(&mut self, horizon: EventTime) {
-        while let Some((resolved_at, _)) = self.resolved.first() {
-            if *resolved_at >= horizon {
-                break;
-            }
-            let Some((resolved_at, ticket_id)) = self.resolved.pop_first() else {
-                break;
+    /// Forgets tickets resolved before `horizon` (from now on they count as gone); a
+    /// later reopening of one of them changes only the profile, like any event of an
+    /// unknown ticket. Reclaims the memory of up to `sweep` slots' gone tickets;
+    /// `evicted` sees each (to cancel a timer still pending for its slot).
+    pub fn evict_resolved_before(
+        &mut self,
+        horizon: EventTime,
+        sweep: usize,
+        mut evicted: impl FnMut(TicketSlot, &TicketState),
+    ) {
+        self.horizon = self.horizon.max(horizon);
+        let slots = self.slab.len() as u32;
+        for _ in 0..sweep.min(slots as usize) {
+            let slot = TicketSlot(self.sweep % slots);
+            self.sweep = slot.0 + 1;
+            let Some(ticket) = self.get(slot).filter(|ticket| self.is_gone(ticket)) else {
+                continue;
             };
-            let closed = self
-                .tickets
-                .get(&ticket_id)
-                .is_some_and(|ticket| !ticket.open && ticket.resolved_at == Some(resolved_at));
-            if closed {
-                self.tickets.remove(&ticket_id);
-                self.changed.insert(ticket_id);
-            }
+            evicted(slot, ticket);
+            let id = ticket.ticket_id.clone();
+            self.forget(&id);
+            self.forgotten.push(id);
         }
     }
 }
@@ -256,7 +441,7 @@ mod tests {
         measures: &mut Vec<(EventTime, Measure)>,
     ) -> TicketChange {
         book.apply(
-            &CustomerId::new("c"),
+            CustomerSlot(3),
             &TicketId::new("t1"),
             action,
             at,
@@ -297,7 +482,8 @@ mod tests {
             ]
         );
         // A timer firing afterwards never counts a second breach.
-        assert!(book.breach_overdue(&TicketId::new("t1"), t(1)).is_none());
+        let slot = book.find(&TicketId::new("t1")).unwrap();
+        assert!(book.breach_overdue(slot, t(1)).is_none());
     }
 
     #[test]
@@ -309,13 +495,13 @@ mod tests {
             priority: None,
         };
         apply(&mut book, opened, t(0), &mut measures);
-        let id = TicketId::new("t1");
+        let slot = book.find(&TicketId::new("t1")).unwrap();
         assert_eq!(
-            book.breach_overdue(&id, t(1))
-                .map(|ticket| ticket.customer_id.clone()),
-            Some(CustomerId::new("c"))
+            book.breach_overdue(slot, t(1))
+                .map(|ticket| ticket.customer),
+            Some(CustomerSlot(3))
         );
-        assert!(book.breach_overdue(&id, t(1)).is_none());
+        assert!(book.breach_overdue(slot, t(1)).is_none());
     }
 
     #[test]
@@ -329,12 +515,12 @@ mod tests {
         apply(&mut book, opened, t(0), &mut measures);
         apply(&mut book, TicketAction::Resolved, t(1), &mut measures);
         apply(&mut book, TicketAction::Reopened, t(2), &mut measures);
-        book.evict_resolved_before(t(10));
+        book.evict_resolved_before(t(10), usize::MAX, |_, _| {});
         assert_eq!(book.len(), 1, "reopened tickets stay");
         apply(&mut book, TicketAction::Resolved, t(11), &mut measures);
-        book.evict_resolved_before(t(11));
+        book.evict_resolved_before(t(11), usize::MAX, |_, _| {});
         assert_eq!(book.len(), 1);
-        book.evict_resolved_before(t(12));
+        book.evict_resolved_before(t(12), usize::MAX, |_, _| {});
         assert!(book.is_empty());
     }
 

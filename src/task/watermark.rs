@@ -3,9 +3,10 @@
 //! Wall-clock instants are arguments, so this is deterministic under test.
 
 use crate::event::{EventTime, Source};
+use crate::proto::state as proto;
 
 /// Progress of one input partition of a task.
-#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy)]
 struct PartitionMark {
     /// Largest `occurred_at` seen.
     high: Option<EventTime>,
@@ -16,7 +17,7 @@ struct PartitionMark {
 }
 
 /// The watermark of one task.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Watermark {
     partitions: [PartitionMark; 3],
     idle_timeout_millis: i64,
@@ -56,6 +57,43 @@ impl Watermark {
     pub fn touch(&mut self, source: Source, wall: EventTime) {
         let mark = &mut self.partitions[source.index()];
         mark.last_record_wall = mark.last_record_wall.max(wall);
+    }
+
+    /// The changelog form.
+    pub fn to_proto(&self) -> proto::Watermark {
+        proto::Watermark {
+            partitions: self
+                .partitions
+                .iter()
+                .map(|mark| proto::PartitionMark {
+                    high: mark.high.map(EventTime::millis),
+                    last_record_wall: mark.last_record_wall.millis(),
+                    backlog: mark.backlog,
+                })
+                .collect(),
+            idle_timeout_millis: self.idle_timeout_millis,
+            current: self.current.millis(),
+            last_update_wall: self.last_update_wall.millis(),
+        }
+    }
+
+    /// Reads the changelog form back; `None` unless it has one mark per source.
+    pub fn from_proto(message: &proto::Watermark) -> Option<Self> {
+        let marks: Vec<PartitionMark> = message
+            .partitions
+            .iter()
+            .map(|mark| PartitionMark {
+                high: mark.high.map(EventTime::from_millis),
+                last_record_wall: EventTime::from_millis(mark.last_record_wall),
+                backlog: mark.backlog,
+            })
+            .collect();
+        Some(Watermark {
+            partitions: marks.try_into().ok()?,
+            idle_timeout_millis: message.idle_timeout_millis,
+            current: EventTime::from_millis(message.current),
+            last_update_wall: EventTime::from_millis(message.last_update_wall),
+        })
     }
 
     /// After a restore at wall time `wall`: idle timers restart from now.

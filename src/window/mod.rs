@@ -47,6 +47,24 @@ impl WindowSpec {
     }
 }
 
+/// The largest duration every window boundary (end or start) is a multiple of:
+/// the greatest common divisor of the steps and sizes (1 ms without windows).
+fn boundary_granularity(specs: &[WindowSpec]) -> i64 {
+    fn gcd(a: i64, b: i64) -> i64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    specs
+        .iter()
+        .flat_map(|spec| [spec.step_millis, spec.size_millis])
+        .filter(|millis| *millis > 0)
+        .fold(0, gcd)
+        .max(1)
+}
+
 /// Milliseconds of a config duration, saturating.
 pub fn millis(duration: std::time::Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
@@ -137,7 +155,11 @@ impl Windows {
                 })
                 .collect(),
             allowed_lateness_millis,
-            active: ActiveCustomers::new(activity_horizon_millis, 2 * specs.len()),
+            active: ActiveCustomers::new(
+                activity_horizon_millis,
+                2 * specs.len(),
+                boundary_granularity(specs),
+            ),
             skipped: 0,
             changed_panes: BTreeSet::new(),
         }
@@ -261,14 +283,18 @@ impl Windows {
             .collect()
     }
 
-    /// Puts back a pane read from the changelog (ignored when its spec is no longer configured).
-    pub fn restore_pane(&mut self, spec: &str, pane: i64, aggregate: Aggregate) {
+    /// Puts back a pane read from the changelog (`None`: dropped; ignored when its
+    /// spec is no longer configured).
+    pub fn restore_pane(&mut self, spec: &str, pane: i64, aggregate: Option<Aggregate>) {
         if let Some(state) = self
             .specs
             .iter_mut()
             .find(|state| &*state.spec.name == spec)
         {
-            state.panes.insert(pane, aggregate);
+            match aggregate {
+                Some(aggregate) => state.panes.insert(pane, aggregate),
+                None => state.panes.remove(&pane),
+            };
         }
     }
 
@@ -308,6 +334,24 @@ impl Windows {
     /// The active-customer index, for the changelog.
     pub fn active_mut(&mut self) -> &mut ActiveCustomers {
         &mut self.active
+    }
+
+    /// Forgets which panes and index entries changed (memory measurement only).
+    pub(crate) fn discard_changes(&mut self) {
+        self.changed_panes = BTreeSet::new();
+        self.active.discard_changes();
+    }
+
+    /// Drops every pane (memory measurement only).
+    pub(crate) fn discard_panes(&mut self) {
+        for state in &mut self.specs {
+            state.panes = BTreeMap::new();
+        }
+    }
+
+    /// Drops the active-customer index (memory measurement only).
+    pub(crate) fn discard_active(&mut self) {
+        self.active = ActiveCustomers::new(0, 0, 1);
     }
 
     /// Entries of the active-customer index.
