@@ -253,7 +253,11 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         // Lag per partition feeds the metrics and the idle-partition rule.
-        .set("statistics.interval.ms", "1000");
+        .set("statistics.interval.ms", "1000")
+        // librdkafka's 500 ms default showed on Apache Kafka 4.x as input records
+        // waiting up to half a second for a fetch in flight (p99 latency ~470 ms at
+        // 5,000 events/s); 25 ms bounds that, for at most 40 idle fetches a second.
+        .set("fetch.wait.max.ms", "25");
     match kafka.group_protocol {
         // Partition i of every input lands on one member: that set is task i.
         GroupProtocol::Classic => client.set("partition.assignment.strategy", "range"),
