@@ -174,6 +174,13 @@ fn main() {
     let mut config = Config::default();
     config.kafka.group_id = "cxpulse-bench".into();
     broker.configure(&mut config);
+    if let Some(millis) = support::optional_argument("--commit-interval-ms") {
+        config.kafka.commit_interval = Duration::from_millis(millis);
+    }
+    println!(
+        "commit interval (state flush): {:?}",
+        config.kafka.commit_interval
+    );
     if let Ok(props) = std::env::var("BENCH_CONSUMER") {
         for prop in props.split(',') {
             if let Some((k, v)) = prop.split_once('=') {
