@@ -21,7 +21,6 @@ use cxpulse::config::Config;
 use cxpulse::event::EventTime;
 use cxpulse::generate::population::{Population, PopulationConfig};
 use cxpulse::task::{Task, TaskSettings};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::ClientConfig;
 
@@ -59,40 +58,15 @@ fn main() {
     );
 
     // A standalone broker when given (`--bootstrap host:port`), else the in-process mock cluster.
-    let args: Vec<String> = std::env::args().collect();
-    let external = args
-        .iter()
-        .position(|arg| arg == "--bootstrap")
-        .and_then(|i| args.get(i + 1))
-        .cloned();
-    let cluster = match &external {
-        Some(_) => None,
-        None => Some(MockCluster::new(1).expect("mock cluster")),
-    };
-    config.kafka.bootstrap_servers = external.unwrap_or_else(|| {
-        cluster
-            .as_ref()
-            .map(|c| c.bootstrap_servers())
-            .unwrap_or_default()
-    });
+    let broker = support::Broker::from_args();
+    config.kafka.bootstrap_servers = broker.bootstrap().to_string();
     config.topics.changelog = format!("bench.changelog.{}", std::process::id());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
     let spec = cxpulse::topics::TopicSpec {
         name: config.topics.changelog.clone(),
         partitions: 1,
         configs: vec![("cleanup.policy", "compact")],
     };
-    match &cluster {
-        Some(cluster) => cluster
-            .create_topic(&spec.name, 1, 1)
-            .expect("changelog topic"),
-        None => runtime
-            .block_on(cxpulse::topics::ensure(&config, &[spec]))
-            .expect("changelog topic"),
-    }
+    broker.create_topics(&config, &[spec]);
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka.bootstrap_servers)
         .set("linger.ms", "50")
