@@ -181,16 +181,6 @@ fn main() {
         "commit interval (state flush): {:?}",
         config.kafka.commit_interval
     );
-    if let Ok(props) = std::env::var("BENCH_CONSUMER") {
-        for prop in props.split(',') {
-            if let Some((k, v)) = prop.split_once('=') {
-                config
-                    .kafka
-                    .consumer
-                    .insert(k.into(), cxpulse::config::PropertyValue::Text(v.into()));
-            }
-        }
-    }
     println!("broker: {}", broker.describe());
     config.processing.idle_timeout = Duration::from_secs(5);
     // `-- --exactly-once` measures the transactional mode.

@@ -263,6 +263,24 @@ impl Default for TopicsConfig {
 }
 
 impl TopicsConfig {
+    /// Renames every topic, inputs, outputs and changelog (tests and benches give
+    /// each run topics of its own).
+    pub fn rename_all(&mut self, rename: impl Fn(&str) -> String) {
+        for name in [
+            &mut self.purchases,
+            &mut self.tickets,
+            &mut self.surveys,
+            &mut self.profiles,
+            &mut self.enriched,
+            &mut self.signals,
+            &mut self.metrics,
+            &mut self.dlq,
+            &mut self.changelog,
+        ] {
+            *name = rename(name);
+        }
+    }
+
     /// The input topic of `source`.
     pub fn input(&self, source: Source) -> &str {
         match source {

@@ -254,9 +254,10 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
         .set("auto.offset.reset", "earliest")
         // Lag per partition feeds the metrics and the idle-partition rule.
         .set("statistics.interval.ms", "1000")
-        // librdkafka's 500 ms default showed on Apache Kafka 4.x as input records
-        // waiting up to half a second for a fetch in flight (p99 latency ~470 ms at
-        // 5,000 events/s); 25 ms bounds that, for at most 40 idle fetches a second.
+        // How long a fetch may wait at the broker for data. With librdkafka's 500 ms
+        // default the pipeline bench on Apache Kafka showed latency spikes of about
+        // that length even at 5,000 events/s; a short wait costs at most 40 idle
+        // fetches a second. (Other tail sources remain: see the bench's figures.)
         .set("fetch.wait.max.ms", "25");
     match kafka.group_protocol {
         // Partition i of every input lands on one member: that set is task i.

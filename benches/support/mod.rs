@@ -70,20 +70,7 @@ impl Broker {
         config.kafka.bootstrap_servers = self.bootstrap.clone();
         if self.mock.is_none() {
             let run = format!("bench.{}", std::process::id());
-            let topics = &mut config.topics;
-            for name in [
-                &mut topics.purchases,
-                &mut topics.tickets,
-                &mut topics.surveys,
-                &mut topics.profiles,
-                &mut topics.enriched,
-                &mut topics.signals,
-                &mut topics.metrics,
-                &mut topics.dlq,
-                &mut topics.changelog,
-            ] {
-                *name = format!("{run}.{name}");
-            }
+            config.topics.rename_all(|name| format!("{run}.{name}"));
             config.kafka.group_id = format!("{run}.{}", config.kafka.group_id);
         }
     }

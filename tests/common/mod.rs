@@ -83,20 +83,9 @@ pub fn test_config(broker: &Broker, name: &str) -> Config {
     config.kafka.bootstrap_servers = broker.bootstrap();
     config.kafka.group_id = format!("cxpulse-test-{name}");
     let unique = format!("{name}-{}", std::process::id());
-    let topics = &mut config.topics;
-    for topic in [
-        &mut topics.purchases,
-        &mut topics.tickets,
-        &mut topics.surveys,
-        &mut topics.profiles,
-        &mut topics.enriched,
-        &mut topics.signals,
-        &mut topics.metrics,
-        &mut topics.dlq,
-        &mut topics.changelog,
-    ] {
-        *topic = format!("{topic}.{unique}");
-    }
+    config
+        .topics
+        .rename_all(|topic| format!("{topic}.{unique}"));
     for (key, value) in [
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
