@@ -128,7 +128,8 @@ fn main() {
     }
     let reading = Instant::now();
     let mut count = Count(0);
-    cxpulse::restore::read_changelog(&config, 0, Duration::from_secs(30), &mut count)
+    let shared = cxpulse::pipeline::Shared::default();
+    cxpulse::restore::read_changelog(&config, 0, Duration::from_secs(30), &mut count, &shared)
         .expect("read");
     println!(
         "read {} records from the broker alone in {:.2}s",
@@ -138,7 +139,8 @@ fn main() {
 
     let restoring = Instant::now();
     let restored =
-        cxpulse::restore::restore(&config, 0, settings, Duration::from_secs(30)).expect("restore");
+        cxpulse::restore::restore(&config, 0, settings, Duration::from_secs(30), &shared)
+            .expect("restore");
     let seconds = restoring.elapsed().as_secs_f64();
     println!(
         "restored {} customers from {} changelog records in {seconds:.2}s: {:.0} records/s",

@@ -11,10 +11,11 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tracing::{error, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, Environment};
 use crate::event::EventTime;
 use crate::generate::population::PopulationConfig;
 use crate::generate::{self, GenerateOptions};
+use crate::pipeline::Shared;
 use crate::{demo, service, telemetry, topics};
 
 /// cxpulse: customer events from Kafka in; unified profiles, rolling CX windows, Prometheus metrics and derived events out.
@@ -29,7 +30,7 @@ pub struct Cli {
 enum Command {
     /// Run the stream processor against Kafka.
     Run(ConfigArgs),
-    /// Validate the configuration (file plus CXPULSE_* environment) and print it.
+    /// Validate the configuration (file plus CXPULSE_* environment) and print it as TOML, secrets redacted.
     CheckConfig(ConfigArgs),
     /// Stream a synthetic customer population to the input topics of a broker.
     Generate(GenerateArgs),
@@ -162,34 +163,42 @@ fn load(args: &ConfigArgs) -> anyhow::Result<Config> {
 }
 
 fn check_config(args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = load(args)?;
-    let rendered = toml_summary(&config)?;
+    load(args)?;
+    let rendered = Config::render(args.config.as_deref(), Environment::of_process())
+        .context("rendering the configuration")?;
     // A closed pipe (`| head`) is not an error of the configuration.
-    let _ = writeln!(std::io::stdout(), "configuration is valid:\n{rendered}");
+    let _ = writeln!(
+        std::io::stdout(),
+        "# configuration is valid (file, then CXPULSE_* environment):\n{rendered}"
+    );
     Ok(())
 }
 
-fn toml_summary(config: &Config) -> anyhow::Result<String> {
-    let mut value = serde_json::to_value(config)?;
-    // Never print secrets passed through to librdkafka.
-    for side in ["consumer", "producer"] {
-        if let Some(properties) = value["kafka"][side].as_object_mut() {
-            for (key, property) in properties.iter_mut() {
-                if key.contains("password") || key.contains("secret") || key.contains("key") {
-                    *property = serde_json::json!("***");
-                }
-            }
-        }
-    }
-    Ok(serde_json::to_string_pretty(&value)?)
-}
-
 async fn run(config: Config) -> anyhow::Result<()> {
-    let running = service::start(&config).await?;
+    let shared = Arc::new(Shared::default());
+    let starting = service::start(&config, shared.clone());
+    tokio::pin!(starting);
+    let shutdown = service::shutdown_signal();
+    tokio::pin!(shutdown);
+    // SIGTERM is honoured during start-up too (brokers unreachable, topics missing).
+    let running = tokio::select! {
+        started = &mut starting => started?,
+        _ = &mut shutdown => {
+            info!("shutdown requested during start-up");
+            shared.stop.store(true, Ordering::SeqCst);
+            return match starting.await {
+                Ok(running) => service::stop(running, config.processing.shutdown_timeout).await,
+                Err(error) => {
+                    info!("start-up abandoned: {error:#}");
+                    Ok(())
+                }
+            };
+        }
+    };
     info!("cxpulse running");
     let mut finished = tokio::time::interval(Duration::from_millis(200));
     tokio::select! {
-        _ = service::shutdown_signal() => info!("shutdown requested"),
+        _ = &mut shutdown => info!("shutdown requested"),
         _ = async { loop { finished.tick().await; if running.is_finished() { break; } } } => {
             warn!("pipeline ended on its own");
         }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 
-use crate::config::{Config, LogConfig};
+use crate::config::{Config, LogConfig, Secret};
 use crate::generate::{self, GenerateOptions};
 use crate::pipeline::Shared;
 use crate::window::result::{mean_seconds, ratio};
@@ -41,9 +41,14 @@ pub async fn run(
     {
         cluster.create_topic(&spec.name, spec.partitions, 1)?;
     }
-    let running = service::start(&config).await?;
+    // The profile API shows customer data: even the demo's wants a token.
+    let token = std::env::var("CXPULSE_HTTP__API_TOKEN")
+        .unwrap_or_else(|_| format!("{:032x}", rand::random::<u128>()));
+    config.http.api_token = Secret::from(token.clone());
+    let running = service::start(&config, Arc::new(Shared::default())).await?;
     println!(
-        "cxpulse demo: embedded broker at {}, metrics at http://{listen}/metrics, profiles at http://{listen}/v1/customers/cust-0000001",
+        "cxpulse demo: embedded broker at {}, metrics at http://{listen}/metrics\n\
+         profiles: curl -H 'Authorization: Bearer {token}' http://{listen}/v1/customers/cust-0000001",
         config.kafka.bootstrap_servers
     );
     println!("Ctrl-C to stop.");

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use metrics::gauge;
@@ -28,7 +28,7 @@ use crate::source::{self, Assignment, InputConsumer, InputSource};
 use crate::task::{Task, TaskSettings};
 use crate::telemetry;
 use crate::window::FinalWindow;
-use crate::{restore, topics};
+use crate::{fault, restore, topics};
 
 /// State shared between the pipeline thread, the HTTP server and the demo.
 #[derive(Default)]
@@ -43,6 +43,33 @@ pub struct Shared {
     pub events_applied: AtomicU64,
     /// Latest final window per (window name, task).
     pub latest_windows: Mutex<BTreeMap<(Arc<str>, u32), FinalWindow>>,
+    /// When the processing loop last made progress, for the liveness probe.
+    pub heartbeat: Heartbeat,
+}
+
+/// When the processing loop last made progress: a cycle, or a restore's step.
+#[derive(Default)]
+pub struct Heartbeat {
+    last: Mutex<Option<Instant>>,
+}
+
+impl Heartbeat {
+    /// Records progress now.
+    pub fn beat(&self) {
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
+    }
+
+    /// Time since the last progress; `None` before the loop first ran.
+    pub fn silence(&self) -> Option<Duration> {
+        let last = *self
+            .last
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        last.map(|at| at.elapsed())
+    }
 }
 
 impl Shared {
@@ -105,7 +132,7 @@ pub fn start(
     shared: Arc<Shared>,
 ) -> anyhow::Result<Running> {
     let consumer = source::consumer(&config).context("creating the consumer")?;
-    let partitions = source::wait_for_inputs(&consumer, &config)?;
+    let partitions = source::wait_for_inputs(&consumer, &config, &shared.stop)?;
     // Outputs and the changelog exist, co-partitioned, before any task restores or produces.
     let outputs = topics::outputs(&config, partitions as i32);
     runtime.block_on(topics::ensure(&config, &outputs))?;
@@ -254,6 +281,10 @@ impl Loop {
     /// Poll, process, commit, until asked to stop.
     fn cycle_until_stopped(&mut self, strategy: &mut dyn CommitStrategy) -> anyhow::Result<()> {
         while !self.shared.stop.load(Ordering::SeqCst) {
+            // Idle or busy, an iteration ends within about `batch_max_wait`: a loop
+            // silent for `stall_timeout` is stuck with its input waiting.
+            self.shared.heartbeat.beat();
+            fault::cycle_started();
             strategy.check()?;
             let mut records = self.input.poll_batch();
             self.input.check_brokers()?;
@@ -305,12 +336,21 @@ impl Loop {
                         }
                         // Without the lock: a restore can take minutes, and HTTP handlers
                         // (`/v1/customers`) lock the tasks on the runtime's few threads.
-                        let task = restore::restore(
+                        let task = match restore::restore(
                             &self.config,
                             id,
                             self.settings.clone(),
                             Duration::from_secs(30),
-                        )?;
+                            &shared,
+                        ) {
+                            Ok(task) => task,
+                            // Stopping: the loop ends; the task was never consumed here.
+                            Err(error) if shared.stop.load(Ordering::SeqCst) => {
+                                info!(task = id, %error, "restore abandoned: shutdown requested");
+                                return Ok(replaced);
+                            }
+                            Err(error) => return Err(error),
+                        };
                         self.resume_after(&task);
                         shared.tasks().insert(id, task);
                         self.processor.restored(id);

@@ -1,6 +1,7 @@
 //! Restore: reads a task's changelog partition back into a [`Task`] before
 //! the task consumes, reporting progress as metrics and log lines.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::{ClientRole, Config};
 use crate::event::EventTime;
+use crate::pipeline::Shared;
 use crate::task::changelog::Restorer;
 use crate::task::{Task, TaskSettings};
 use crate::telemetry;
@@ -36,11 +38,15 @@ impl ClientContext for RestoreContext {
 impl ConsumerContext for RestoreContext {}
 
 /// Reads partition `task` of the changelog from the beginning to its end and rebuilds the task.
+///
+/// Gives up with an error when `shared.stop` is set, and beats `shared.heartbeat`
+/// as it goes (a long restore is progress, not a stall).
 pub fn restore(
     config: &Config,
     task: u32,
     settings: Arc<TaskSettings>,
     timeout: Duration,
+    shared: &Shared,
 ) -> anyhow::Result<Task> {
     let started = Instant::now();
     let wall = EventTime::now();
@@ -50,7 +56,7 @@ pub fn restore(
         wall,
         restorer: None,
     };
-    let count = read_changelog(config, task, timeout, &mut sink)?;
+    let count = read_changelog(config, task, timeout, &mut sink, shared)?;
     let label = task.to_string();
     let Some(restorer) = sink.restorer else {
         gauge!(telemetry::RESTORE_REMAINING, "task" => label).set(0.0);
@@ -112,12 +118,14 @@ impl ChangelogSink for RestoreSink {
 
 /// Reads partition `task` of the changelog from the beginning to its end into
 /// `sink`, each record as it comes (nothing is copied or collected first).
-/// Returns the number of records read.
+/// Returns the number of records read; stops early, with an error, when
+/// `shared.stop` is set.
 pub fn read_changelog(
     config: &Config,
     task: u32,
     timeout: Duration,
     sink: &mut impl ChangelogSink,
+    shared: &Shared,
 ) -> anyhow::Result<u64> {
     let topic = &config.topics.changelog;
     let partition = task as i32;
@@ -166,6 +174,11 @@ pub fn read_changelog(
     let mut last_report = Instant::now();
     let mut position = low;
     while position < high {
+        if shared.stop.load(Ordering::SeqCst) {
+            anyhow::bail!(
+                "restoring task {task} stopped at offset {position} of {high}: shutdown requested"
+            );
+        }
         match consumer.poll(Duration::from_millis(500)) {
             None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => break,
@@ -193,6 +206,7 @@ pub fn read_changelog(
         }
         counter!(telemetry::RESTORE_RECORDS, "task" => label.clone()).increment(count - counted);
         counted = count;
+        shared.heartbeat.beat();
         if started.elapsed() > timeout.max(Duration::from_secs(60)) * 10 {
             anyhow::bail!("restoring task {task} stalled at offset {position} of {high}");
         }

@@ -34,10 +34,10 @@ pub async fn shutdown_signal() {
 }
 
 /// Starts the pipeline for `config` with its HTTP server; returns once it is consuming.
-pub async fn start(config: &Config) -> anyhow::Result<Running> {
+/// Setting `shared.stop` meanwhile abandons the start-up (with an error).
+pub async fn start(config: &Config, shared: Arc<Shared>) -> anyhow::Result<Running> {
     let metrics = telemetry::install_recorder()?;
-    let shared = Arc::new(Shared::default());
-    http::serve(config.http.listen, metrics, shared.clone()).await?;
+    http::serve(config, metrics, shared.clone()).await?;
     let pipeline_config = config.clone();
     let runtime = tokio::runtime::Handle::current();
     let running =

@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -223,7 +224,7 @@ pub enum SourceError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The brokers refused the client's credentials or certificate.
-    #[error("Kafka authentication failed: {0} (check kafka.properties sasl.username/sasl.mechanisms, the password in CXPULSE_KAFKA__SASL_PASSWORD or kafka.sasl_password_file, and ssl.ca.location)")]
+    #[error("Kafka authentication failed: {0} (check kafka.properties sasl.username/sasl.mechanisms, the password in CXPULSE_KAFKA__SASL_PASSWORD or the file CXPULSE_KAFKA__SASL_PASSWORD_FILE names, and ssl.ca.location)")]
     Authentication(String),
     /// No broker answered within `kafka.unreachable_timeout`.
     #[error("no Kafka broker answered within {0:?} (kafka.unreachable_timeout): {1}")]
@@ -234,6 +235,9 @@ pub enum SourceError {
     /// Input topics have different partition counts.
     #[error("input topics are not co-partitioned: {0}; all three need the same partition count")]
     NotCoPartitioned(String),
+    /// A shutdown was requested while waiting for the brokers.
+    #[error("start-up abandoned: shutdown requested")]
+    Stopped,
 }
 
 /// Creates the consumer (not yet subscribed).
@@ -292,7 +296,11 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
 
 /// Checks the inputs, retrying while the brokers are unreachable, for at most
 /// `kafka.unreachable_timeout`; returns the partition count.
-pub fn wait_for_inputs(consumer: &InputConsumer, config: &Config) -> Result<usize, SourceError> {
+pub fn wait_for_inputs(
+    consumer: &InputConsumer,
+    config: &Config,
+    stop: &AtomicBool,
+) -> Result<usize, SourceError> {
     let started = std::time::Instant::now();
     let limit = config.kafka.unreachable_timeout;
     let probe: BaseProducer<AuthProbe> = config
@@ -300,6 +308,9 @@ pub fn wait_for_inputs(consumer: &InputConsumer, config: &Config) -> Result<usiz
         .client(ClientRole::Admin)?
         .create_with_context(AuthProbe::default())?;
     loop {
+        if stop.load(Ordering::SeqCst) {
+            return Err(SourceError::Stopped);
+        }
         // A consumer that is not subscribed reports no errors: the probe does.
         probe.poll(Duration::ZERO);
         if let Some(reason) = probe.context().failure() {

@@ -1,5 +1,8 @@
 //! Black-box tests of the `cxpulse` binary: configuration errors name the
-//! key, and `cxpulse run` serves a real broker, answers HTTP and exits 0 on SIGTERM.
+//! key; `check-config` tolerates what Kubernetes injects, prints TOML that loads
+//! back and never shows a secret; `cxpulse run` serves a real broker, answers
+//! HTTP, exits 0 on SIGTERM (during start-up too), and fails its liveness probe
+//! when its loop hangs.
 
 mod common;
 
@@ -19,7 +22,226 @@ fn cxpulse() -> Command {
             command.env_remove(key);
         }
     }
+    command.env("CXPULSE_HTTP__API_TOKEN", common::API_TOKEN);
     command
+}
+
+fn check_config(
+    file: Option<&std::path::Path>,
+    environment: &[(&str, &str)],
+) -> (bool, String, String) {
+    let mut command = cxpulse();
+    command.arg("check-config");
+    if let Some(file) = file {
+        command.arg("--config").arg(file);
+    }
+    let output = command.envs(environment.iter().copied()).output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[test]
+fn check_config_passes_with_the_variables_kubernetes_injects_for_a_service() {
+    // A Service named `cxpulse` in the namespace: every pod gets these.
+    let (ok, stdout, stderr) = check_config(
+        None,
+        &[
+            ("CXPULSE_PORT", "tcp://10.96.0.17:9898"),
+            ("CXPULSE_PORT_9898_TCP", "tcp://10.96.0.17:9898"),
+            ("CXPULSE_PORT_9898_TCP_ADDR", "10.96.0.17"),
+            ("CXPULSE_PORT_9898_TCP_PORT", "9898"),
+            ("CXPULSE_PORT_9898_TCP_PROTO", "tcp"),
+            ("CXPULSE_SERVICE_HOST", "10.96.0.17"),
+            ("CXPULSE_SERVICE_PORT", "9898"),
+            ("CXPULSE_SERVICE_PORT_HTTP", "9898"),
+            ("CXPULSE_KAFKA__BOOTSTRAP_SERVERS", "kafka-0.kafka:9092"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("kafka-0.kafka:9092"), "{stdout}");
+    // A misspelt key with levels is still an error, named.
+    let (ok, _, stderr) = check_config(None, &[("CXPULSE_KAFKA__BOOTSTRAP_SERVRS", "k:9092")]);
+    assert!(!ok && stderr.contains("bootstrap_servrs"), "{stderr}");
+}
+
+#[test]
+fn check_config_prints_toml_that_loads_back_with_secrets_redacted() {
+    let dir = std::env::temp_dir().join(format!("cxpulse-render-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("in.toml");
+    std::fs::write(
+        &file,
+        "[processing]\nallowed_lateness = \"10m\"\n\n[kafka.properties]\n\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n",
+    )
+    .unwrap();
+    let secret_file = dir.join("token");
+    std::fs::write(&secret_file, "token-Zk19\n").unwrap();
+    let secrets = [
+        ("CXPULSE_KAFKA__PROPERTIES__SASL_PASSWORD", "hunter2-Qx7"),
+        ("CXPULSE_KAFKA__SASL_PASSWORD", "hunter3-Qx7"),
+        (
+            "CXPULSE_HTTP__API_TOKEN_FILE",
+            secret_file.to_str().unwrap(),
+        ),
+        ("CXPULSE_SLA__CHAT", "45m"),
+    ];
+    let (ok, rendered, stderr) = check_config(Some(&file), &secrets);
+    assert!(ok, "{stderr}");
+    for secret in ["hunter2-Qx7", "hunter3-Qx7", "token-Zk19"] {
+        assert!(!rendered.contains(secret), "{secret} shown: {rendered}");
+    }
+    // Durations as written, not as seconds and nanoseconds.
+    assert!(
+        rendered.contains("allowed_lateness = \"10m\""),
+        "{rendered}"
+    );
+    assert!(rendered.contains("chat = \"45m\""), "{rendered}");
+    for redacted in [
+        "kafka.sasl_password",
+        "http.api_token",
+        "kafka.properties.\"sasl.password\"",
+    ] {
+        assert!(
+            rendered.contains(&format!("# {redacted} is set (redacted)")),
+            "{redacted}: {rendered}"
+        );
+    }
+    // Fed back, it is accepted and says the same (less the secrets it no longer has).
+    let again = dir.join("rendered.toml");
+    std::fs::write(&again, &rendered).unwrap();
+    let (ok, rerendered, stderr) = check_config(Some(&again), &[]);
+    assert!(ok, "{stderr}\n{rendered}");
+    let settings = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(settings(&rerendered), settings(&rendered));
+}
+
+#[test]
+fn misspelt_librdkafka_properties_fail_check_config_without_showing_their_value() {
+    for (name, value) in [
+        ("CXPULSE_KAFKA__PROPERTIES__SASL_PASWORD", "hunter2-Zr4"),
+        ("CXPULSE_KAFKA__CONSUMER__FETCH_WAIT_MAX_MSS", "hunter2-Zr4"),
+    ] {
+        let (ok, stdout, stderr) = check_config(None, &[(name, value)]);
+        assert!(!ok, "{name} accepted: {stdout}");
+        assert!(
+            stderr.contains("No such configuration property"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(value) && !stdout.contains(value),
+            "{stderr}"
+        );
+    }
+    // In the file, a misspelt password is still recognised as a secret and refused.
+    let dir = std::env::temp_dir().join(format!("cxpulse-misspelt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("misspelt.toml");
+    std::fs::write(
+        &file,
+        "[kafka.properties]\n\"sasl.pasword\" = \"hunter2-Zr4\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = check_config(Some(&file), &[]);
+    assert!(!ok, "accepted");
+    assert!(
+        stderr.contains("secrets are not read from the config file"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("CXPULSE_KAFKA__PROPERTIES__SASL_PASWORD"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2-Zr4"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_ends_the_process_promptly() {
+    let [closed, listen]: [String; 2] = common::free_addresses(2).try_into().unwrap();
+    let log = std::env::temp_dir().join(format!("cxpulse-start-term-{}.log", std::process::id()));
+    let mut child = cxpulse()
+        .arg("run")
+        .env("CXPULSE_KAFKA__BOOTSTRAP_SERVERS", &closed)
+        .env("CXPULSE_HTTP__LISTEN", &listen)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let waiting = common::eventually(Duration::from_secs(60), || {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("retrying"))
+    })
+    .await;
+    assert!(waiting, "never waited for the brokers");
+    let signalled = Instant::now();
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            panic!("SIGTERM during start-up ignored for 15 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status}: {text}");
+    assert!(
+        text.contains("shutdown requested during start-up"),
+        "{text}"
+    );
+    eprintln!(
+        "SIGTERM while waiting for unreachable brokers: exit 0 after {:.1} s",
+        signalled.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_fails_when_the_processing_loop_hangs() {
+    let broker = Broker::mock();
+    let config = common::test_config(&broker, "liveness");
+    broker.create_topics(&config, 1).await;
+    let address = common::free_address();
+    let log = std::env::temp_dir().join(format!("cxpulse-liveness-{}.log", std::process::id()));
+    let instance = common::instance::Instance::start_with(
+        &config,
+        &address,
+        &log,
+        &[
+            ("CXPULSE_PROCESSING__STALL_TIMEOUT", "3s"),
+            // Idle cycles end every batch_max_wait (20 ms): the hang comes within seconds.
+            (cxpulse::fault::HANG_AFTER_CYCLES, "300"),
+        ],
+    );
+    instance.wait_ready().await;
+    let live = |address: &str| common::http_get(address, "/healthz");
+    assert_eq!(live(&address).map(|(status, _)| status), Some(200));
+    let hung = Instant::now();
+    let failed = common::eventually(Duration::from_secs(60), || {
+        live(&address).is_some_and(|(status, body)| status == 503 && body.contains("stalled"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        failed,
+        "/healthz kept answering 200 with the loop hung: {text}"
+    );
+    assert!(text.contains("the processing loop hangs"), "{text}");
+    eprintln!(
+        "loop hung: /healthz 503 within {:.1} s (stall_timeout 3 s)",
+        hung.elapsed().as_secs_f64()
+    );
 }
 
 #[test]
@@ -49,7 +271,7 @@ fn check_config_names_the_bad_key() {
 
     let output = cxpulse()
         .arg("check-config")
-        .env("CXPULSE_CONFIG", "deploy/cxpulse.toml")
+        .env("CXPULSE_CONFIG", "config/default.toml")
         .env("CXPULSE_KAFKA__BOOTSTRAP_SERVERS", "broker-0:9092")
         .output()
         .unwrap();

@@ -137,10 +137,16 @@ async fn sasl_ssl_with_scram_from_the_environment_or_a_file() {
     // The password from a file (a mounted Secret).
     let file = std::env::temp_dir().join(format!("cxpulse-sasl-password-{}", std::process::id()));
     std::fs::write(&file, format!("{password}\n")).unwrap();
-    let mut from_file = config.clone();
-    from_file.kafka.sasl_password_file = Some(file);
     let address = common::free_address();
-    let mut instance = Instance::start(&from_file, &address, &log);
+    let mut instance = Instance::start_with(
+        &config,
+        &address,
+        &log,
+        &[(
+            "CXPULSE_KAFKA__SASL_PASSWORD_FILE",
+            file.to_str().expect("a UTF-8 path"),
+        )],
+    );
     instance.wait_ready().await;
     common::produce_raw(
         &producer,
@@ -158,7 +164,7 @@ async fn sasl_ssl_with_scram_from_the_environment_or_a_file() {
         !log_text.contains(&password),
         "the password never reaches the log"
     );
-    eprintln!("SASL_SSL + SCRAM-SHA-512 with the password from CXPULSE_KAFKA__SASL_PASSWORD and from kafka.sasl_password_file: events applied, password never logged");
+    eprintln!("SASL_SSL + SCRAM-SHA-512 with the password from CXPULSE_KAFKA__SASL_PASSWORD and from the file CXPULSE_KAFKA__SASL_PASSWORD_FILE names: events applied, password never logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +210,11 @@ fn a_password_in_the_config_file_is_refused() {
             "consumer",
             "[kafka.consumer]\n\"ssl.key.password\" = \"hunter2\"\n",
         ),
+        (
+            "misspelt",
+            "[kafka.properties]\n\"sasl.pasword\" = \"hunter2\"\n",
+        ),
+        ("api token", "[http]\napi_token = \"hunter2\"\n"),
     ] {
         let file = dir.join(format!("{name}.toml"));
         std::fs::write(&file, toml).unwrap();

@@ -412,12 +412,19 @@ pub async fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) 
     condition()
 }
 
-/// A plain HTTP/1.0 GET on loopback: (status, body).
+/// The profile API's bearer token of every instance a test starts.
+pub const API_TOKEN: &str = "test-api-token-8f3a";
+
+/// A plain HTTP/1.0 GET on loopback, with the tests' bearer token: (status, body).
 pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\nAuthorization: Bearer {API_TOKEN}\r\n\r\n"
+    )
+    .ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let status = response.split_whitespace().nth(1)?.parse().ok()?;
@@ -471,6 +478,7 @@ pub fn spawn_run(
         }
     }
     command
+        .env("CXPULSE_HTTP__API_TOKEN", API_TOKEN)
         .envs(environment.iter().copied())
         .arg("run")
         .arg("--config")

@@ -1,21 +1,29 @@
 //! Configuration: typed structs with defaults, loaded from TOML plus
-//! `CXPULSE_` environment overrides (`__` separates nesting levels), then
-//! checked so that a bad value fails at start-up with its key named.
+//! `CXPULSE_` environment overrides ([`environment`]: `__` separates nesting
+//! levels, `_FILE` reads a mounted Secret), then checked so that a bad value
+//! fails at start-up with its key named. Secrets ([`secrets`]) never come from
+//! the file and are never printed.
 //!
 //! `config/default.toml` documents every key; a test keeps it equal to
 //! [`Config::default`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use figment::providers::{Env, Format as _, Serialized, Toml};
+use figment::providers::{Format as _, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
 use crate::decode::Format;
 use crate::event::{Channel, Source};
+
+pub mod environment;
+pub mod secrets;
+
+pub use environment::Environment;
+pub use secrets::{is_secret_property, Secret};
 
 /// A configuration that cannot be used, with the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -104,10 +112,8 @@ pub struct KafkaConfig {
     /// StatefulSet pod name): a restarted instance takes its tasks back without a rebalance.
     /// Empty: dynamic membership.
     pub group_instance_id: String,
-    /// File holding the SASL password (a mounted Secret). The password may also come from
-    /// the environment (`CXPULSE_KAFKA__SASL_PASSWORD`), never from the config file.
-    pub sasl_password_file: Option<PathBuf>,
-    /// The SASL password, from `CXPULSE_KAFKA__SASL_PASSWORD` only; never printed or logged.
+    /// The SASL password (`sasl.password`), from `CXPULSE_KAFKA__SASL_PASSWORD` or the file
+    /// named by `CXPULSE_KAFKA__SASL_PASSWORD_FILE` only; never printed or logged.
     #[serde(skip_serializing)]
     pub sasl_password: Secret,
     /// librdkafka properties for every client (consumer, producer, admin, restore): TLS, SASL.
@@ -128,39 +134,6 @@ pub enum GroupProtocol {
     Consumer,
 }
 
-/// A secret value: compared and used, never shown.
-#[derive(Clone, Default, Deserialize, PartialEq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for the one place that hands it to librdkafka.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// True when no secret was given.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(value)
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "<none>"
-        } else {
-            "<redacted>"
-        })
-    }
-}
-
 /// Which Kafka client a [`ClientConfig`](rdkafka::ClientConfig) is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientRole {
@@ -170,11 +143,6 @@ pub enum ClientRole {
     Producer,
     /// Topic administration: only `kafka.properties`.
     Admin,
-}
-
-/// librdkafka property names whose values are secrets: refused in the config file.
-pub fn is_secret_property(name: &str) -> bool {
-    name.contains("password") || name.contains("secret")
 }
 
 impl Default for KafkaConfig {
@@ -188,7 +156,6 @@ impl Default for KafkaConfig {
             transactional_id: String::new(),
             group_protocol: GroupProtocol::Classic,
             group_instance_id: String::new(),
-            sasl_password_file: None,
             sasl_password: Secret::default(),
             properties: BTreeMap::new(),
             consumer: BTreeMap::new(),
@@ -357,6 +324,10 @@ pub struct ProcessingConfig {
     /// Longest graceful shutdown before the process gives up and exits.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// `/healthz` fails once the processing loop has made no progress this long
+    /// while input was waiting (a stuck pipeline gets restarted by its liveness probe).
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for ProcessingConfig {
@@ -372,6 +343,7 @@ impl Default for ProcessingConfig {
             batch_max_records: 5000,
             batch_max_wait: Duration::from_millis(50),
             shutdown_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(120),
             guarantee: Guarantee::AtLeastOnce,
         }
     }
@@ -493,12 +465,17 @@ impl Default for SegmentsConfig {
 pub struct HttpConfig {
     /// Address of `/metrics`, `/healthz`, `/readyz` and `/v1/customers/{id}`.
     pub listen: SocketAddr,
+    /// Bearer token the profile API requires, from `CXPULSE_HTTP__API_TOKEN` or the file
+    /// named by `CXPULSE_HTTP__API_TOKEN_FILE`; empty: the profile API answers 401 to all.
+    #[serde(skip_serializing)]
+    pub api_token: Secret,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9898)),
+            api_token: Secret::default(),
         }
     }
 }
@@ -535,27 +512,35 @@ pub enum LogFormat {
 impl Config {
     /// Loads defaults, then `file` (when given), then `CXPULSE_*` environment variables, and validates.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            if !file.exists() {
-                return Err(ConfigError::Invalid {
-                    key: "--config".into(),
-                    problem: format!("file {} does not exist", file.display()),
-                });
-            }
-            figment = figment.merge(Toml::file(file));
-        }
-        // CXPULSE_CONFIG names the file (`--config`); it is not a key.
-        let environment = Env::prefixed("CXPULSE_")
-            .filter(|key| !key.as_str().eq_ignore_ascii_case("config"))
-            .split("__");
-        figment = figment.merge(environment);
+        Config::load_from(file, Environment::of_process())
+    }
+
+    /// [`Config::load`] with a given environment.
+    pub fn load_from(file: Option<&Path>, environment: Environment) -> Result<Config, ConfigError> {
+        let figment = layers(file, environment)?;
         let config: Config = figment.extract().map_err(Box::new)?;
-        config.validate()?;
         if let Some(file) = file {
-            refuse_secrets_in_file(&figment, file)?;
+            refuse_secrets_in_file(file)?;
         }
+        config.validate()?;
         Ok(config)
+    }
+
+    /// The configuration [`Config::load_from`] would load, as TOML that `--config`
+    /// accepts back: every key, values as written (durations too), secrets left
+    /// out and named in a closing comment.
+    pub fn render(file: Option<&Path>, environment: Environment) -> Result<String, ConfigError> {
+        let figment = layers(file, environment)?;
+        let mut root: figment::value::Dict = figment.extract().map_err(Box::new)?;
+        let removed = secrets::remove_secrets(&mut root);
+        let mut text = toml::to_string(&root).map_err(|error| ConfigError::Invalid {
+            key: "(rendering)".into(),
+            problem: error.to_string(),
+        })?;
+        for key in removed {
+            text.push_str(&format!("# {key} is set (redacted)\n"));
+        }
+        Ok(text)
     }
 
     /// Checks the rules serde cannot express.
@@ -572,7 +557,7 @@ impl Config {
         if self.kafka.group_id.trim().is_empty() {
             return invalid("kafka.group_id", "must not be empty");
         }
-        self.kafka.password()?;
+        self.kafka.check_properties()?;
         let topics = [
             ("topics.purchases", &self.topics.purchases),
             ("topics.tickets", &self.topics.tickets),
@@ -635,44 +620,68 @@ impl Config {
     }
 }
 
-/// Passwords live in the environment or a mounted file, never in the config file in clear.
-fn refuse_secrets_in_file(figment: &Figment, file: &Path) -> Result<(), ConfigError> {
-    let from_file = |key: &str| {
-        figment
-            .find_metadata(key)
-            .and_then(|metadata| metadata.source.as_ref())
-            .and_then(|source| source.file_path())
-            .is_some_and(|path| path == file)
-    };
-    let refused = |key: String| {
-        Err(ConfigError::Invalid {
-            key,
-            problem: "secrets are not read from the config file: set CXPULSE_KAFKA__SASL_PASSWORD \
-                      or kafka.sasl_password_file (a mounted Secret)"
-                .into(),
-        })
-    };
-    if from_file("kafka.sasl_password") {
-        return refused("kafka.sasl_password".into());
+/// Defaults, then the file, then the environment.
+fn layers(file: Option<&Path>, environment: Environment) -> Result<Figment, ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(file) = file {
+        if !file.exists() {
+            return Err(ConfigError::Invalid {
+                key: "--config".into(),
+                problem: format!("file {} does not exist", file.display()),
+            });
+        }
+        figment = figment.merge(Toml::file(file));
     }
+    Ok(figment.merge(environment))
+}
+
+/// Secrets live in the environment or a mounted file, never in the config file in clear.
+fn refuse_secrets_in_file(file: &Path) -> Result<(), ConfigError> {
     let content = std::fs::read_to_string(file).unwrap_or_default();
     let parsed: toml::Table = content.parse().unwrap_or_default();
-    if let Some(kafka) = parsed.get("kafka").and_then(toml::Value::as_table) {
-        for map in ["properties", "consumer", "producer"] {
-            let Some(properties) = kafka.get(map).and_then(toml::Value::as_table) else {
-                continue;
-            };
-            if let Some(name) = properties.keys().find(|name| is_secret_property(name)) {
-                return refused(format!("kafka.{map}.\"{name}\""));
+    let mut keys = Vec::new();
+    for (section, value) in &parsed {
+        let Some(table) = value.as_table() else {
+            continue;
+        };
+        for (name, value) in table {
+            keys.push(format!("{section}.{name}"));
+            if section == "kafka" {
+                for property in value.as_table().into_iter().flat_map(toml::Table::keys) {
+                    keys.push(format!("kafka.{name}.{property}"));
+                }
             }
         }
     }
-    Ok(())
+    match keys.into_iter().find(|key| secrets::is_secret_key(key)) {
+        Some(key) => Err(ConfigError::Invalid {
+            problem: format!(
+                "secrets are not read from the config file: set the environment variable {} \
+                 or point {}_FILE at a mounted Secret",
+                environment_name(&key),
+                environment_name(&key)
+            ),
+            key,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The `CXPULSE_*` variable that sets a dotted `key` (`_` for `.` inside property names).
+fn environment_name(key: &str) -> String {
+    let path: Vec<String> = match key.split_once('.') {
+        Some(("kafka", rest)) => match rest.split_once('.') {
+            Some((map, property)) => vec!["kafka".into(), map.into(), property.replace('.', "_")],
+            None => vec!["kafka".into(), rest.into()],
+        },
+        _ => key.split('.').map(str::to_string).collect(),
+    };
+    format!("CXPULSE_{}", path.join("__").to_ascii_uppercase())
 }
 
 impl KafkaConfig {
     /// The one builder of every Kafka client: brokers, `properties`, the SASL password
-    /// (from the environment or `sasl_password_file`) and the role's own properties.
+    /// and the role's own properties.
     pub fn client(&self, role: ClientRole) -> Result<rdkafka::ClientConfig, ConfigError> {
         self.client_over(role, rdkafka::ClientConfig::new())
     }
@@ -689,9 +698,8 @@ impl KafkaConfig {
         for (key, value) in &self.properties {
             client.set(key, value.to_string());
         }
-        let password = self.password()?;
-        if !password.is_empty() {
-            client.set("sasl.password", password.expose());
+        if !self.sasl_password.is_empty() {
+            client.set("sasl.password", self.sasl_password.expose());
         }
         let own = match role {
             ClientRole::Consumer => &self.consumer,
@@ -704,20 +712,46 @@ impl KafkaConfig {
         Ok(client)
     }
 
-    /// The SASL password from the environment, else from `sasl_password_file`.
-    fn password(&self) -> Result<Secret, ConfigError> {
-        if !self.sasl_password.is_empty() {
-            return Ok(self.sasl_password.clone());
+    /// Every client's properties as librdkafka takes them: a misspelt or unknown
+    /// property fails here, named, with no value shown (it may be a secret).
+    fn check_properties(&self) -> Result<(), ConfigError> {
+        for (role, map) in [
+            (ClientRole::Admin, "properties"),
+            (ClientRole::Consumer, "consumer"),
+            (ClientRole::Producer, "producer"),
+        ] {
+            let Err(error) = self.client(role)?.create_native_config() else {
+                continue;
+            };
+            let (problem, property) = match error {
+                rdkafka::error::KafkaError::ClientConfig(_, description, property, value) => {
+                    let shown = if !value.is_empty() && is_secret_property(&property) {
+                        description.replace(&value, "<redacted>")
+                    } else {
+                        description
+                    };
+                    (shown, property)
+                }
+                other => (other.to_string(), String::new()),
+            };
+            let owner = [map, "properties"]
+                .into_iter()
+                .find(|owner| self.map(owner).is_some_and(|m| m.contains_key(&property)))
+                .unwrap_or(map);
+            return Err(ConfigError::Invalid {
+                key: format!("kafka.{owner}.\"{property}\""),
+                problem,
+            });
         }
-        let Some(path) = &self.sasl_password_file else {
-            return Ok(Secret::default());
-        };
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok(Secret(text.trim_end_matches(['\r', '\n']).to_string())),
-            Err(error) => Err(ConfigError::Invalid {
-                key: "kafka.sasl_password_file".into(),
-                problem: format!("cannot read {}: {error}", path.display()),
-            }),
+        Ok(())
+    }
+
+    fn map(&self, name: &str) -> Option<&BTreeMap<String, PropertyValue>> {
+        match name {
+            "properties" => Some(&self.properties),
+            "consumer" => Some(&self.consumer),
+            "producer" => Some(&self.producer),
+            _ => None,
         }
     }
 }
