@@ -62,7 +62,8 @@ pub fn restore(
         .with_context(|| format!("restoring task {task}"))?;
     let seconds = started.elapsed().as_secs_f64();
     gauge!(telemetry::RESTORE_REMAINING, telemetry::PARTITION => label.clone()).set(0.0);
-    gauge!(telemetry::RESTORE_RATE, telemetry::PARTITION => label).set(count as f64 / seconds.max(1e-9));
+    gauge!(telemetry::RESTORE_RATE, telemetry::PARTITION => label)
+        .set(count as f64 / seconds.max(1e-9));
     info!(
         task,
         records = count,
@@ -192,14 +193,16 @@ pub fn read_changelog(
                 }
             }
         }
-        counter!(telemetry::RESTORE_RECORDS, telemetry::PARTITION => label.clone()).increment(count - counted);
+        counter!(telemetry::RESTORE_RECORDS, telemetry::PARTITION => label.clone())
+            .increment(count - counted);
         counted = count;
         if started.elapsed() > timeout.max(Duration::from_secs(60)) * 10 {
             anyhow::bail!("restoring task {task} stalled at offset {position} of {high}");
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             let remaining = (high - position).max(0);
-            gauge!(telemetry::RESTORE_REMAINING, telemetry::PARTITION => label.clone()).set(remaining as f64);
+            gauge!(telemetry::RESTORE_REMAINING, telemetry::PARTITION => label.clone())
+                .set(remaining as f64);
             info!(
                 task,
                 restored = count,

@@ -373,7 +373,10 @@ impl TopicCounters {
     /// Counts a rejected record.
     pub fn invalid(&self, error: &DecodeError) {
         let reason = error.reason();
-        match DecodeError::REASONS.iter().position(|known| *known == reason) {
+        match DecodeError::REASONS
+            .iter()
+            .position(|known| *known == reason)
+        {
             Some(index) => self.invalid[index].increment(1),
             None => counter!(EVENTS_INVALID, "topic" => self.topic.clone(), "reason" => reason)
                 .increment(1),

@@ -217,6 +217,9 @@ mod tests {
             }
         }
         assert_eq!(reasons.len(), 6, "{reasons:?}");
-        assert!(repeated >= 10 && late >= 2, "{repeated} repeated, {late} late");
+        assert!(
+            repeated >= 10 && late >= 2,
+            "{repeated} repeated, {late} late"
+        );
     }
 }
