@@ -1,9 +1,11 @@
 //! `cxpulse demo`: the whole product in one process, no Kafka installed.
 //!
 //! librdkafka's in-process mock cluster speaks the real Kafka protocol; the
-//! generator streams a synthetic population into it, the pipeline consumes
-//! it exactly as in production, `/metrics` is served, and a live summary is
-//! printed every two seconds until Ctrl-C.
+//! generator streams a synthetic population into it, with a few invalid,
+//! redelivered and late records mixed in as real producers send them (so the
+//! dead-letter topic and every metric have something to show), the pipeline
+//! consumes it exactly as in production, `/metrics` is served, and a live
+//! summary is printed every two seconds until Ctrl-C.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,11 +14,15 @@ use std::time::{Duration, Instant};
 use rdkafka::mocking::MockCluster;
 
 use crate::config::{Config, LogConfig, Secret};
+use crate::generate::imperfect::Imperfections;
 use crate::generate::{self, GenerateOptions};
 use crate::pipeline::Shared;
 use crate::window::result::{mean_seconds, ratio};
 use crate::window::Aggregate;
 use crate::{service, telemetry, topics};
+
+/// One invalid record and one redelivery per this many generated events.
+const IMPERFECT_EVERY: u64 = 200;
 
 /// Runs the demo until Ctrl-C.
 pub async fn run(
@@ -57,7 +63,13 @@ pub async fn run(
     let generator_config = config.clone();
     let generator_stop = stop.clone();
     let generator = tokio::task::spawn_blocking(move || {
-        generate::run(&generator_config, options, &generator_stop)
+        let imperfections = Imperfections::new(&generator_config, IMPERFECT_EVERY);
+        generate::run_with(
+            &generator_config,
+            options,
+            Some(imperfections),
+            &generator_stop,
+        )
     });
 
     let mut ticker = tokio::time::interval(Duration::from_secs(2));

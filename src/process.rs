@@ -296,7 +296,7 @@ impl Processor {
                     // Not one transaction: framed so that a crash mid-flush is harmless.
                     changes = changelog::write_ahead(task.changelog_cycle(), changes);
                 }
-                counter!(telemetry::CHANGELOG_RECORDS, "task" => task_id.to_string())
+                counter!(telemetry::CHANGELOG_RECORDS, telemetry::PARTITION => task_id.to_string())
                     .increment(changes.len() as u64);
                 cycle.changelog.extend(
                     changes
@@ -350,7 +350,7 @@ impl Processor {
         let event = match decoded {
             Ok(event) => event,
             Err(error) => {
-                counters.invalid(error.reason());
+                counters.invalid(&error);
                 debug!(
                     topic = %record.position.topic,
                     partition = record.position.partition,
@@ -443,10 +443,10 @@ impl Processor {
     pub fn zero_task_gauges(&mut self, task: u32) {
         let label = task.to_string();
         for (name, _) in TASK_GAUGES {
-            gauge!(name, "task" => label.clone()).set(0.0);
+            gauge!(name, telemetry::PARTITION => label.clone()).set(0.0);
         }
-        gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(0.0);
-        gauge!(telemetry::RESTORE_RATE, "task" => label).set(0.0);
+        gauge!(telemetry::RESTORE_REMAINING, telemetry::PARTITION => label.clone()).set(0.0);
+        gauge!(telemetry::RESTORE_RATE, telemetry::PARTITION => label).set(0.0);
         self.gauges.zero_task(task, &self.window_names);
     }
 }
@@ -482,7 +482,7 @@ fn publish_task_gauges(id: u32, task: &Task) {
     let label = id.to_string();
     for (name, read) in TASK_GAUGES {
         if let Some(value) = read(task) {
-            gauge!(name, "task" => label.clone()).set(value);
+            gauge!(name, telemetry::PARTITION => label.clone()).set(value);
         }
     }
 }

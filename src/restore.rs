@@ -50,6 +50,7 @@ pub fn restore(
 ) -> anyhow::Result<Task> {
     let started = Instant::now();
     let wall = EventTime::now();
+    telemetry::register_task(task);
     let mut sink = RestoreSink {
         task,
         settings: settings.clone(),
@@ -59,15 +60,16 @@ pub fn restore(
     let count = read_changelog(config, task, timeout, &mut sink, shared)?;
     let label = task.to_string();
     let Some(restorer) = sink.restorer else {
-        gauge!(telemetry::RESTORE_REMAINING, "task" => label).set(0.0);
+        gauge!(telemetry::RESTORE_REMAINING, telemetry::PARTITION => label).set(0.0);
         return Ok(Task::new(task, settings, wall));
     };
     let restored = restorer
         .finish()
         .with_context(|| format!("restoring task {task}"))?;
     let seconds = started.elapsed().as_secs_f64();
-    gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(0.0);
-    gauge!(telemetry::RESTORE_RATE, "task" => label).set(count as f64 / seconds.max(1e-9));
+    gauge!(telemetry::RESTORE_REMAINING, telemetry::PARTITION => label.clone()).set(0.0);
+    gauge!(telemetry::RESTORE_RATE, telemetry::PARTITION => label)
+        .set(count as f64 / seconds.max(1e-9));
     info!(
         task,
         records = count,
@@ -157,7 +159,7 @@ pub fn read_changelog(
         .fetch_watermarks(topic, partition, timeout)
         .with_context(|| format!("reading the end offsets of {topic}/{partition}"))?;
     let label = task.to_string();
-    counter!(telemetry::RESTORES, "task" => label.clone()).increment(1);
+    counter!(telemetry::RESTORES, telemetry::PARTITION => label.clone()).increment(1);
     let total = (high - low).max(0);
     let started = Instant::now();
     if total == 0 {
@@ -165,7 +167,7 @@ pub fn read_changelog(
     }
     sink.start(total as usize);
     // Visible at once, not only after the first progress report a second later.
-    gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(total as f64);
+    gauge!(telemetry::RESTORE_REMAINING, telemetry::PARTITION => label.clone()).set(total as f64);
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
     consumer.assign(&assignment)?;
@@ -204,7 +206,8 @@ pub fn read_changelog(
                 }
             }
         }
-        counter!(telemetry::RESTORE_RECORDS, "task" => label.clone()).increment(count - counted);
+        counter!(telemetry::RESTORE_RECORDS, telemetry::PARTITION => label.clone())
+            .increment(count - counted);
         counted = count;
         shared.heartbeat.beat();
         if started.elapsed() > timeout.max(Duration::from_secs(60)) * 10 {
@@ -212,7 +215,8 @@ pub fn read_changelog(
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
             let remaining = (high - position).max(0);
-            gauge!(telemetry::RESTORE_REMAINING, "task" => label.clone()).set(remaining as f64);
+            gauge!(telemetry::RESTORE_REMAINING, telemetry::PARTITION => label.clone())
+                .set(remaining as f64);
             info!(
                 task,
                 restored = count,
@@ -223,7 +227,7 @@ pub fn read_changelog(
             last_report = Instant::now();
         }
     }
-    counter!(telemetry::RESTORE_RECORDS, "task" => label).increment(count - counted);
+    counter!(telemetry::RESTORE_RECORDS, telemetry::PARTITION => label).increment(count - counted);
     Ok(count)
 }
 

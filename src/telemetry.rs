@@ -4,6 +4,11 @@
 //! Window gauges carry additive counts of the latest final window of each
 //! name, labelled by task, so `sum()` across tasks and pods is exact;
 //! ratios are left to PromQL (see `docs/metrics.md`).
+//!
+//! Every series whose label values are known in advance is registered before
+//! its first event (at zero), so that a query never sees "no data" where the
+//! truth is "none yet"; a task's series are registered when it is assigned. The
+//! task is labelled [`PARTITION`] everywhere: it is the input partition number.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
@@ -15,12 +20,17 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::{LogConfig, LogFormat};
+use crate::decode::DecodeError;
 use crate::event::{Currency, NpsCategory};
 use crate::task::signal::SignalKind;
 use crate::window::measure::FIRST_RESPONSE_BOUNDS_SECONDS;
 use crate::window::result::{bucket_label, seconds};
 use crate::window::FinalWindow;
 
+/// The label naming a task, in every metric: the input partition number.
+pub const PARTITION: &str = "partition";
+/// Always 1; labelled with the `version` and the `revision` this binary was built from.
+pub const BUILD_INFO: &str = "cxpulse_build_info";
 /// Records fetched, per input topic.
 pub const RECORDS_CONSUMED: &str = "cxpulse_records_consumed_total";
 /// Valid events applied, per input topic.
@@ -89,14 +99,13 @@ pub const WINDOW_CSAT: &str = "cxpulse_window_csat_responses";
 pub const WINDOW_CES: &str = "cxpulse_window_ces";
 /// Ticket counts of the latest final window, per `measure`.
 pub const WINDOW_TICKETS: &str = "cxpulse_window_tickets";
-/// Cumulative first-response buckets of the latest final window.
-pub const WINDOW_FIRST_RESPONSE_BUCKET: &str = "cxpulse_window_first_response_seconds_bucket";
-/// Sum of first-response seconds of the latest final window.
-pub const WINDOW_FIRST_RESPONSE_SUM: &str = "cxpulse_window_first_response_seconds_sum";
-/// Number of first responses of the latest final window.
-pub const WINDOW_FIRST_RESPONSE_COUNT: &str = "cxpulse_window_first_response_seconds_count";
-/// Sum of resolution seconds of the latest final window.
-pub const WINDOW_RESOLUTION_SUM: &str = "cxpulse_window_resolution_seconds_sum";
+/// First responses of the latest final window within `seconds` (cumulative,
+/// `"60"` ... `"86400"`, `"+Inf"`). Not named `_bucket` with `le`: these are
+/// gauges of one window, not a Prometheus histogram (promtool rejects that).
+pub const WINDOW_FIRST_RESPONSES_WITHIN: &str = "cxpulse_window_first_responses_within";
+/// Sums of ticket durations of the latest final window (`measure` =
+/// first_response | resolution).
+pub const WINDOW_TICKET_SECONDS: &str = "cxpulse_window_ticket_seconds";
 /// Order counts of the latest final window, per `measure`.
 pub const WINDOW_ORDERS: &str = "cxpulse_window_orders";
 /// Placed value of the latest final window, per currency.
@@ -104,7 +113,7 @@ pub const WINDOW_REVENUE_MINOR: &str = "cxpulse_window_revenue_minor";
 /// Returned value of the latest final window, per currency.
 pub const WINDOW_RETURNED_MINOR: &str = "cxpulse_window_returned_minor";
 /// Sum of gaps before repeat purchases in the latest final window.
-pub const WINDOW_REPEAT_GAP_SUM: &str = "cxpulse_window_repeat_gap_seconds_sum";
+pub const WINDOW_REPEAT_GAP: &str = "cxpulse_window_repeat_gap_seconds";
 /// Retention inputs of the latest final window (`measure` = start | end | new).
 pub const WINDOW_RETENTION_CUSTOMERS: &str = "cxpulse_window_retention_customers";
 /// End of the latest final window (Unix seconds).
@@ -138,7 +147,44 @@ pub fn install_recorder() -> anyhow::Result<PrometheusHandle> {
         anyhow::bail!("another metrics recorder is already installed");
     }
     describe();
+    register_process_series();
     Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// The `result` values of [`COMMITS`]: `ok` and `error` (at-least-once, from the
+/// consumer's commit callback), `transaction` (exactly-once, a committed transaction).
+pub const COMMIT_RESULTS: [&str; 3] = ["ok", "error", "transaction"];
+
+/// The git revision this binary was built from: the `CXPULSE_REVISION`
+/// environment variable at build time (a release build sets it; reading git in
+/// `build.rs` would rerun it, and rebuild the crate, on every commit).
+fn revision() -> &'static str {
+    option_env!("CXPULSE_REVISION")
+        .filter(|revision| !revision.is_empty())
+        .unwrap_or("unknown")
+}
+
+/// Series of the process whose labels do not depend on the configuration:
+/// [`BUILD_INFO`], and the counters and gauges that must read zero (not "no
+/// data") before their first event.
+fn register_process_series() {
+    gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "revision" => revision()).set(1.0);
+    counter!(PRODUCE_ERRORS).increment(0);
+    for result in COMMIT_RESULTS {
+        counter!(COMMITS, "result" => result).increment(0);
+    }
+    counter!(RECORDS_REPLAYED).increment(0);
+    gauge!(TASKS_ASSIGNED).set(0.0);
+}
+
+/// Registers the series of a task this instance was just assigned, at zero
+/// until their first event (its state gauges follow at the next cycle).
+pub fn register_task(task: u32) {
+    let label = task.to_string();
+    counter!(CHANGELOG_RECORDS, PARTITION => label.clone()).increment(0);
+    counter!(RESTORE_RECORDS, PARTITION => label.clone()).increment(0);
+    gauge!(RESTORE_REMAINING, PARTITION => label.clone()).set(0.0);
+    gauge!(RESTORE_RATE, PARTITION => label).set(0.0);
 }
 
 fn describe() {
@@ -255,22 +301,13 @@ fn describe() {
         "Ticket counts in the latest final window, by measure."
     );
     describe_gauge!(
-        WINDOW_FIRST_RESPONSE_BUCKET,
-        "Cumulative first responses per upper bound in the latest final window."
+        WINDOW_FIRST_RESPONSES_WITHIN,
+        "First responses in the latest final window that came within `seconds` of the opening (cumulative)."
     );
     describe_gauge!(
-        WINDOW_FIRST_RESPONSE_SUM,
+        WINDOW_TICKET_SECONDS,
         Unit::Seconds,
-        "Sum of first-response seconds in the latest final window."
-    );
-    describe_gauge!(
-        WINDOW_FIRST_RESPONSE_COUNT,
-        "First responses in the latest final window."
-    );
-    describe_gauge!(
-        WINDOW_RESOLUTION_SUM,
-        Unit::Seconds,
-        "Sum of resolution seconds in the latest final window."
+        "Sum of first-response or resolution seconds in the latest final window, by measure."
     );
     describe_gauge!(
         WINDOW_ORDERS,
@@ -285,7 +322,7 @@ fn describe() {
         "Returned value in minor units in the latest final window."
     );
     describe_gauge!(
-        WINDOW_REPEAT_GAP_SUM,
+        WINDOW_REPEAT_GAP,
         Unit::Seconds,
         "Sum of gaps before repeat purchases in the latest final window."
     );
@@ -294,6 +331,10 @@ fn describe() {
         "Active customers at the start (S) and end (E) of the latest final window, and new customers (N)."
     );
     describe_gauge!(WINDOW_END, Unit::Seconds, "End of the latest final window.");
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; the labels say which version and git revision is running."
+    );
 }
 
 /// Per-input-topic counters, registered once so the hot path does not build labels.
@@ -309,6 +350,8 @@ pub struct TopicCounters {
     pub late: Counter,
     /// [`EVENTS_DUPLICATE`].
     pub duplicate: Counter,
+    /// [`EVENTS_INVALID`], one per reason, in [`DecodeError::REASONS`] order.
+    invalid: [Counter; DecodeError::REASONS.len()],
 }
 
 impl TopicCounters {
@@ -320,13 +363,24 @@ impl TopicCounters {
             consumed: counter!(RECORDS_CONSUMED, "topic" => label.clone()),
             processed: counter!(EVENTS_PROCESSED, "topic" => label.clone()),
             late: counter!(EVENTS_LATE, "topic" => label.clone()),
-            duplicate: counter!(EVENTS_DUPLICATE, "topic" => label),
+            duplicate: counter!(EVENTS_DUPLICATE, "topic" => label.clone()),
+            invalid: DecodeError::REASONS.map(
+                |reason| counter!(EVENTS_INVALID, "topic" => label.clone(), "reason" => reason),
+            ),
         }
     }
 
     /// Counts a rejected record.
-    pub fn invalid(&self, reason: &'static str) {
-        counter!(EVENTS_INVALID, "topic" => self.topic.clone(), "reason" => reason).increment(1);
+    pub fn invalid(&self, error: &DecodeError) {
+        let reason = error.reason();
+        match DecodeError::REASONS
+            .iter()
+            .position(|known| *known == reason)
+        {
+            Some(index) => self.invalid[index].increment(1),
+            None => counter!(EVENTS_INVALID, "topic" => self.topic.clone(), "reason" => reason)
+                .increment(1),
+        }
     }
 }
 
@@ -342,7 +396,7 @@ impl WindowGauges {
     pub fn publish(&mut self, task: u32, window: &FinalWindow) {
         let labels = [
             ("window", window.name.to_string()),
-            ("task", task.to_string()),
+            (PARTITION, task.to_string()),
         ];
         let with = |name: &'static str, value: &'static str| {
             let mut all = labels.to_vec();
@@ -376,12 +430,13 @@ impl WindowGauges {
         for (index, count) in tickets.first_response_buckets.iter().enumerate() {
             cumulative += count;
             let mut all = labels.to_vec();
-            all.push(("le", bucket_label(index)));
-            gauge!(WINDOW_FIRST_RESPONSE_BUCKET, &all).set(cumulative as f64);
+            all.push(("seconds", bucket_label(index)));
+            gauge!(WINDOW_FIRST_RESPONSES_WITHIN, &all).set(cumulative as f64);
         }
-        gauge!(WINDOW_FIRST_RESPONSE_SUM, &labels).set(seconds(tickets.first_response_millis_sum));
-        gauge!(WINDOW_FIRST_RESPONSE_COUNT, &labels).set(tickets.first_responses as f64);
-        gauge!(WINDOW_RESOLUTION_SUM, &labels).set(seconds(tickets.resolution_millis_sum));
+        gauge!(WINDOW_TICKET_SECONDS, &with("measure", "first_response"))
+            .set(seconds(tickets.first_response_millis_sum));
+        gauge!(WINDOW_TICKET_SECONDS, &with("measure", "resolution"))
+            .set(seconds(tickets.resolution_millis_sum));
         let orders = &aggregate.orders;
         for (measure, value) in [
             ("placed", orders.placed),
@@ -393,7 +448,7 @@ impl WindowGauges {
         ] {
             gauge!(WINDOW_ORDERS, &with("measure", measure)).set(value as f64);
         }
-        gauge!(WINDOW_REPEAT_GAP_SUM, &labels).set(seconds(orders.repeat_gap_millis_sum));
+        gauge!(WINDOW_REPEAT_GAP, &labels).set(seconds(orders.repeat_gap_millis_sum));
         let known = self
             .currencies
             .entry((task, window.name.to_string()))

@@ -26,6 +26,7 @@ const STATE_GAUGES: [&str; 4] = [
 ];
 
 /// One sample of `/metrics`: (metric name, value of label `label`) → value.
+/// Every per-task metric labels its task `partition`, as the consumer lag does.
 type Samples = BTreeMap<(String, String), f64>;
 
 /// Every gauge sample of `body` with label `label` (counters, `_total`, excluded).
@@ -84,7 +85,7 @@ async fn settled_state(address: &str) -> Samples {
     let mut current = Samples::new();
     let settled = common::eventually(Duration::from_secs(60), || {
         previous = std::mem::take(&mut current);
-        current = labelled(&metrics(address), "task");
+        current = labelled(&metrics(address), "partition");
         current.retain(|(name, _), _| STATE_GAUGES.contains(&name.as_str()));
         !current.is_empty() && current == previous
     })
@@ -93,22 +94,19 @@ async fn settled_state(address: &str) -> Samples {
     current
 }
 
-/// Asserts that every gauge `address` reports for a task (or partition) it does not
+/// Asserts that every gauge `address` reports for a task (partition) it does not
 /// own is zero; returns how many such samples there were.
 fn assert_lost_tasks_zeroed(address: &str, owned: &BTreeSet<String>) -> usize {
-    let body = metrics(address);
     let mut checked = 0;
-    for label in ["task", "partition"] {
-        for ((name, id), value) in labelled(&body, label) {
-            if owned.contains(&id) {
-                continue;
-            }
-            checked += 1;
-            assert_eq!(
-                value, 0.0,
-                "{address} still reports {name} of {label} {id}, which it does not own (it owns {owned:?})"
-            );
+    for ((name, id), value) in labelled(&metrics(address), "partition") {
+        if owned.contains(&id) {
+            continue;
         }
+        checked += 1;
+        assert_eq!(
+            value, 0.0,
+            "{address} still reports {name} of partition {id}, which it does not own (it owns {owned:?})"
+        );
     }
     checked
 }

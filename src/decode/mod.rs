@@ -145,6 +145,30 @@ pub enum DecodeError {
 }
 
 impl DecodeError {
+    /// Every [`DecodeError::reason`], so that each `reason` series of
+    /// `cxpulse_events_invalid_total` exists (at zero) before its first record.
+    pub const REASONS: [&'static str; 19] = [
+        "record_too_large",
+        "empty_key",
+        "missing_value",
+        "key_mismatch",
+        "unsupported_content_type",
+        "malformed_json",
+        "malformed_protobuf",
+        "missing_field",
+        "invalid_field",
+        "unknown_action",
+        "unknown_kind",
+        "unknown_channel",
+        "unknown_priority",
+        "score_out_of_range",
+        "invalid_scale",
+        "negative_amount",
+        "invalid_currency",
+        "invalid_timestamp",
+        "future_timestamp",
+    ];
+
     /// Stable snake_case code: the `cxpulse.error.reason` header and the `reason` label.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -278,5 +302,73 @@ mod tests {
             Some(Format::Protobuf)
         );
         assert_eq!(Format::from_content_type("text/plain"), None);
+    }
+
+    #[test]
+    fn reasons_lists_every_reason_once() {
+        let text = || "x".to_string();
+        let every = [
+            DecodeError::RecordTooLarge { size: 2, limit: 1 },
+            DecodeError::EmptyKey,
+            DecodeError::MissingValue,
+            DecodeError::KeyMismatch,
+            DecodeError::UnsupportedContentType(text()),
+            DecodeError::MalformedJson(text()),
+            DecodeError::MalformedProtobuf(text()),
+            DecodeError::MissingField("x"),
+            DecodeError::InvalidField {
+                field: "x",
+                problem: text(),
+            },
+            DecodeError::UnknownAction(text()),
+            DecodeError::UnknownKind(text()),
+            DecodeError::UnknownChannel(text()),
+            DecodeError::UnknownPriority(text()),
+            DecodeError::ScoreOutOfRange {
+                score: 11,
+                min: 0,
+                max: 10,
+                kind: "nps",
+            },
+            DecodeError::InvalidScale {
+                scale_max: 4,
+                kind: "csat",
+                allowed: "3, 5, 7, 10",
+            },
+            DecodeError::NegativeAmount(-1),
+            DecodeError::InvalidCurrency(text()),
+            DecodeError::InvalidTimestamp(text()),
+            DecodeError::FutureTimestamp {
+                occurred_at: EventTime::from_millis(1),
+                now: EventTime::from_millis(0),
+                max_future_skew_seconds: 0,
+            },
+        ];
+        // No wildcard: a new variant does not compile until it is listed above too.
+        for error in &every {
+            match error {
+                DecodeError::RecordTooLarge { .. }
+                | DecodeError::EmptyKey
+                | DecodeError::MissingValue
+                | DecodeError::KeyMismatch
+                | DecodeError::UnsupportedContentType(_)
+                | DecodeError::MalformedJson(_)
+                | DecodeError::MalformedProtobuf(_)
+                | DecodeError::MissingField(_)
+                | DecodeError::InvalidField { .. }
+                | DecodeError::UnknownAction(_)
+                | DecodeError::UnknownKind(_)
+                | DecodeError::UnknownChannel(_)
+                | DecodeError::UnknownPriority(_)
+                | DecodeError::ScoreOutOfRange { .. }
+                | DecodeError::InvalidScale { .. }
+                | DecodeError::NegativeAmount(_)
+                | DecodeError::InvalidCurrency(_)
+                | DecodeError::InvalidTimestamp(_)
+                | DecodeError::FutureTimestamp { .. } => {}
+            }
+        }
+        let reasons: Vec<&str> = every.iter().map(DecodeError::reason).collect();
+        assert_eq!(reasons, DecodeError::REASONS);
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! The simulation ([`population`]) decides what happens when; this module
 //! paces it (a rate, or as fast as possible, never ahead of the wall clock),
-//! encodes each event ([`wire`]) and produces it to its input topic.
+//! encodes each event ([`wire`]) and produces it to its input topic; the
+//! demo adds bad, repeated and late records ([`imperfect`]).
 
+pub mod imperfect;
 pub mod population;
 pub mod wire;
 
@@ -19,7 +21,9 @@ use rdkafka::ClientContext;
 use tracing::info;
 
 use crate::config::{ClientRole, Config};
-use crate::event::EventTime;
+use crate::decode::Format;
+use crate::event::{EventTime, Source};
+use imperfect::Imperfections;
 use population::{Population, PopulationConfig};
 
 /// What to generate and how fast.
@@ -80,6 +84,17 @@ pub fn run(
     options: GenerateOptions,
     stop: &AtomicBool,
 ) -> anyhow::Result<GenerateReport> {
+    run_with(config, options, None, stop)
+}
+
+/// [`run`], adding the records `imperfections` asks for after each event
+/// (they are not counted in `options.events`).
+pub fn run_with(
+    config: &Config,
+    options: GenerateOptions,
+    mut imperfections: Option<Imperfections>,
+    stop: &AtomicBool,
+) -> anyhow::Result<GenerateReport> {
     let counter = Arc::new(DeliveryCounter::default());
     let mut client = ClientConfig::new();
     client
@@ -124,22 +139,18 @@ pub fn run(
         let source = event.source();
         let format = formats[source.index()];
         let value = wire::encode(&event, format);
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some(format.content_type()),
-        });
-        let mut record = BaseRecord::to(config.topics.input(source))
-            .key(event.customer_id.as_str())
-            .payload(&value)
-            .headers(headers);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(error.into()),
+        let key = event.customer_id.as_str();
+        send(&producer, config, source, key, &value, format)?;
+        if let Some(imperfections) = imperfections.as_mut() {
+            for extra in imperfections.after(&event, &value, format, EventTime::now()) {
+                send(
+                    &producer,
+                    config,
+                    extra.source,
+                    &extra.key,
+                    &extra.value,
+                    extra.format,
+                )?;
             }
         }
         produced += 1;
@@ -162,4 +173,33 @@ pub fn run(
         failed: counter.failed.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
     })
+}
+
+/// Queues one record for the input topic of `source`, waiting while the producer's queue is full.
+fn send(
+    producer: &ThreadedProducer<CountingContext>,
+    config: &Config,
+    source: Source,
+    key: &str,
+    value: &[u8],
+    format: Format,
+) -> anyhow::Result<()> {
+    let headers = OwnedHeaders::new().insert(Header {
+        key: "content-type",
+        value: Some(format.content_type()),
+    });
+    let mut record = BaseRecord::to(config.topics.input(source))
+        .key(key)
+        .payload(value)
+        .headers(headers);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((error, _)) => return Err(error.into()),
+        }
+    }
 }
