@@ -28,6 +28,8 @@ COPY src src
 # Cargo checks that every declared [[test]] and [[bench]] file exists.
 COPY benches benches
 COPY tests tests
+# Shown as cxpulse_build_info{revision}: docker build --build-arg CXPULSE_REVISION=$(git rev-parse HEAD)
+ARG CXPULSE_REVISION=unknown
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bin cxpulse \
