@@ -102,6 +102,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fingerprints_stay_those_of_the_boxed_ids_main_wrote() {
+        // Ids used to be `Box<str>`: the changelog holds fingerprints of that hash.
+        for id in ["e", "ev-0000000001", "a-much-longer-event-id-than-fifteen-bytes"] {
+            #[allow(deprecated)]
+            let mut hasher = std::hash::SipHasher::new_with_keys(0x0063_7870_756c_7365, 1);
+            Box::<str>::from(id).hash(&mut hasher);
+            assert_eq!(fingerprint(&EventId::new(id)), hasher.finish(), "{id}");
+        }
+    }
+
+    #[test]
     fn redelivery_is_recognised_until_it_expires() {
         let mut seen = SeenEvents::default();
         let e = EventId::new("e");
