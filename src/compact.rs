@@ -119,7 +119,9 @@ impl Drop for CompactStr {
             let (ptr, len) = self.heap_parts();
             // SAFETY: the pointer and length of the `Box<str>` leaked in `from_box`,
             // owned by this value alone and dropped exactly once (here).
-            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len) as *mut str) });
+            drop(unsafe {
+                Box::from_raw(std::ptr::slice_from_raw_parts_mut(ptr, len) as *mut str)
+            });
         }
     }
 }
