@@ -9,6 +9,8 @@ use std::num::NonZeroU64;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::compact::CompactStr;
+
 /// An instant in UTC, as milliseconds since the Unix epoch.
 ///
 /// Held as a non-zero `u64` (the milliseconds with the sign bit flipped, which
@@ -144,14 +146,17 @@ impl fmt::Display for EventTime {
 macro_rules! string_id {
     ($(#[$doc:meta] $name:ident),* $(,)?) => {$(
         #[$doc]
+        ///
+        /// A [`CompactStr`]: 16 bytes, the text inline up to 15 bytes (a task
+        /// holds millions of customer and ticket ids).
         #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(Box<str>);
+        pub struct $name(CompactStr);
 
         impl $name {
             /// Wraps a value that already passed validation.
             pub fn new(value: impl Into<Box<str>>) -> Self {
-                $name(value.into())
+                $name(CompactStr::from_box(value.into()))
             }
 
             /// The id as text.

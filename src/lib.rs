@@ -18,6 +18,7 @@
 
 pub mod cli;
 pub mod commit;
+pub mod compact;
 pub mod config;
 pub mod decode;
 pub mod demo;

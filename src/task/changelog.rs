@@ -192,8 +192,8 @@ fn customer_value(entry: &CustomerEntry) -> Vec<u8> {
         lifecycle: lifecycle_to_proto(profile.lifecycle).into(),
         segment: segment_to_proto(profile.segment).into(),
         review_at: profile.review_at.map(EventTime::millis),
-        seen_fingerprints: seen.iter().map(|seen| seen.fingerprint).collect(),
-        seen_at: seen.iter().map(|seen| seen.at.millis()).collect(),
+        seen_fingerprints: seen.iter().map(SeenEvent::fingerprint).collect(),
+        seen_at: seen.iter().map(|seen| seen.at().millis()).collect(),
     }
     .encode_to_vec()
 }
@@ -225,10 +225,7 @@ fn customer_from_value(
         .seen_fingerprints
         .iter()
         .zip(&message.seen_at)
-        .map(|(fingerprint, at)| SeenEvent {
-            fingerprint: *fingerprint,
-            at: time(*at),
-        })
+        .map(|(fingerprint, at)| SeenEvent::new(*fingerprint, time(*at)))
         .collect();
     let scores = (
         score_from_proto(message.last_nps),
@@ -284,12 +281,12 @@ fn ticket_value(ticket: &TicketState, customer_id: &str) -> Vec<u8> {
         opened_at: ticket.opened_at.millis(),
         sla_deadline: ticket.sla_deadline.millis(),
         resolved_at: ticket.resolved_at.map(EventTime::millis),
-        agent_replies: ticket.agent_replies,
-        channel: ticket.channel.name().to_owned(),
-        responded: ticket.responded,
-        reopened: ticket.reopened,
-        open: ticket.open,
-        sla_breached: ticket.sla_breached,
+        agent_replies: ticket.agent_replies(),
+        channel: ticket.channel().name().to_owned(),
+        responded: ticket.responded(),
+        reopened: ticket.reopened(),
+        open: ticket.open(),
+        sla_breached: ticket.sla_breached(),
     }
     .encode_to_vec()
 }

@@ -14,18 +14,73 @@ use std::hash::{Hash, Hasher};
 
 use crate::event::{EventId, EventTime};
 
-/// One event a customer sent: fingerprint of its id and its event time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One event a customer sent: fingerprint of its id and its event time, in
+/// 14 bytes aligned to 2 (64-bit fingerprint, 48-bit time) instead of 16.
+///
+/// 48 bits of signed milliseconds span 1970 ± 4,459 years: every RFC 3339
+/// timestamp before the year 6429 (events are at most `max_future_skew` after
+/// the wall clock). A time outside that range is stored as the nearest end of
+/// it ([`SeenEvent::TIME_MIN`], [`SeenEvent::TIME_MAX`]), so such an entry
+/// expires as if it were at that end: earlier than exact only once the
+/// watermark itself is past the year 6429.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SeenEvent {
-    /// Keyed hash of the event id, stable across versions and restarts.
-    pub fingerprint: u64,
+    /// Keyed hash of the event id, stable across versions and restarts (see [`fingerprint`]).
+    fingerprint: [u16; 4],
+    /// The event's time, ms, two's complement in 48 bits.
+    at: [u16; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<SeenEvent>() == 14);
+
+impl SeenEvent {
+    /// Earliest time an entry holds exactly (−2^47 ms, in the year −2489).
+    pub const TIME_MIN: i64 = -(1 << 47);
+    /// Latest time an entry holds exactly (2^47 − 1 ms, in the year 6429).
+    pub const TIME_MAX: i64 = (1 << 47) - 1;
+
+    /// The entry of an event; its time is clamped to [`Self::TIME_MIN`]..=[`Self::TIME_MAX`].
+    pub fn new(fingerprint: u64, at: EventTime) -> Self {
+        let millis = at.millis().clamp(Self::TIME_MIN, Self::TIME_MAX) as u64;
+        let part = |value: u64, index: u32| (value >> (16 * index)) as u16;
+        SeenEvent {
+            fingerprint: [0, 1, 2, 3].map(|index| part(fingerprint, index)),
+            at: [0, 1, 2].map(|index| part(millis, index)),
+        }
+    }
+
+    /// Keyed hash of the event id.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+            .iter()
+            .rev()
+            .fold(0, |value, part| value << 16 | u64::from(*part))
+    }
+
     /// The event's time.
-    pub at: EventTime,
+    pub fn at(&self) -> EventTime {
+        let bits = self
+            .at
+            .iter()
+            .rev()
+            .fold(0u64, |value, part| value << 16 | u64::from(*part));
+        // Sign-extend the 48 bits.
+        EventTime::from_millis(((bits << 16) as i64) >> 16)
+    }
+}
+
+impl std::fmt::Debug for SeenEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeenEvent")
+            .field("fingerprint", &self.fingerprint())
+            .field("at", &self.at())
+            .finish()
+    }
 }
 
 /// The events one customer sent since the de-duplication horizon.
 ///
-/// A boxed slice (16 bytes, no spare capacity) because most customers have a
+/// A boxed slice (16 bytes, no spare capacity) of 14-byte entries because most customers have a
 /// handful of entries and the list only changes when the profile does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeenEvents(Box<[SeenEvent]>);
@@ -57,24 +112,24 @@ impl SeenEvents {
         if self
             .0
             .iter()
-            .any(|seen| seen.fingerprint == fingerprint && seen.at >= horizon)
+            .any(|seen| seen.fingerprint() == fingerprint && seen.at() >= horizon)
         {
             return false;
         }
         let mut entries = Vec::with_capacity(self.0.len() + 1);
-        entries.extend(self.0.iter().filter(|seen| seen.at >= horizon));
-        entries.push(SeenEvent { fingerprint, at });
+        entries.extend(self.0.iter().filter(|seen| seen.at() >= horizon));
+        entries.push(SeenEvent::new(fingerprint, at));
         self.0 = entries.into_boxed_slice();
         true
     }
 
     /// Drops the entries before `horizon` (they no longer count anyway).
     pub fn forget_before(&mut self, horizon: EventTime) {
-        if self.0.iter().any(|seen| seen.at < horizon) {
+        if self.0.iter().any(|seen| seen.at() < horizon) {
             let kept: Vec<SeenEvent> = self
                 .0
                 .iter()
-                .filter(|seen| seen.at >= horizon)
+                .filter(|seen| seen.at() >= horizon)
                 .copied()
                 .collect();
             self.0 = kept.into_boxed_slice();
@@ -102,6 +157,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fingerprints_stay_those_of_the_boxed_ids_main_wrote() {
+        // Ids used to be `Box<str>`: the changelog holds fingerprints of that hash.
+        for id in [
+            "e",
+            "ev-0000000001",
+            "a-much-longer-event-id-than-fifteen-bytes",
+        ] {
+            #[allow(deprecated)]
+            let mut hasher = std::hash::SipHasher::new_with_keys(0x0063_7870_756c_7365, 1);
+            Box::<str>::from(id).hash(&mut hasher);
+            assert_eq!(fingerprint(&EventId::new(id)), hasher.finish(), "{id}");
+        }
+    }
+
+    #[test]
+    fn entries_hold_fingerprints_exactly_and_times_in_48_bits() {
+        let times = [
+            0,
+            1,
+            -1,
+            1_780_000_000_000,
+            -62_167_219_200_000, // 0000-01-01
+            253_402_300_799_999, // 9999-12-31, past the range: clamped
+            SeenEvent::TIME_MIN,
+            SeenEvent::TIME_MAX,
+            i64::MIN / 4,
+            i64::MAX,
+        ];
+        for fingerprint in [0, 1, u64::MAX, 0x8000_0000_0000_0001, 0x0123_4567_89ab_cdef] {
+            for millis in times {
+                let entry = SeenEvent::new(fingerprint, EventTime::from_millis(millis));
+                assert_eq!(entry.fingerprint(), fingerprint);
+                let expected = millis.clamp(SeenEvent::TIME_MIN, SeenEvent::TIME_MAX);
+                assert_eq!(entry.at(), EventTime::from_millis(expected), "{millis}");
+            }
+        }
+    }
+
+    #[test]
     fn redelivery_is_recognised_until_it_expires() {
         let mut seen = SeenEvents::default();
         let e = EventId::new("e");
@@ -114,12 +208,6 @@ mod tests {
         // Past the horizon the entry no longer counts, and is dropped when rewritten.
         let later = EventTime::from_millis(1001);
         assert!(seen.first_sighting(&e, later, later));
-        assert_eq!(
-            seen.entries(),
-            &[SeenEvent {
-                fingerprint: fingerprint(&e),
-                at: later
-            }]
-        );
+        assert_eq!(seen.entries(), &[SeenEvent::new(fingerprint(&e), later)]);
     }
 }
