@@ -6,9 +6,9 @@
 //!   (records the brokers refuse for good replaced by dead letters), its state
 //!   changes written (when the cycle flushed the state, about once per
 //!   `kafka.commit_interval`), and only then its input offsets stored
-//!   (librdkafka commits stored offsets). Offsets wait for the next state flush:
-//!   an offset committed past state that is not in the changelog would lose
-//!   those events on a restart. A crash replays records whose outputs may
+//!   (librdkafka commits stored offsets). A task's offsets wait for its next
+//!   state flush: an offset committed past state that is not in the changelog
+//!   would lose those events on a restart. A crash replays records whose outputs may
 //!   already be out (with the same deterministic ids); the restored state says
 //!   which input offsets it includes, so state and windows count each event once.
 //! - [`ExactlyOnce`]: outputs, changelog records and input offsets of a cycle in
@@ -19,7 +19,7 @@
 //! [`Batch`]es, and the at-least-once stages advance whenever the loop comes
 //! by, so nothing is awaited per record.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,7 +69,7 @@ pub struct AtLeastOnce {
     changelog_topic: String,
     /// Cycles handed over, oldest first.
     pending: VecDeque<Checkpoint>,
-    /// Offsets of settled cycles whose state is not yet in a flush.
+    /// Offsets of settled cycles whose task's state is not yet in a flush.
     settled_offsets: BTreeMap<(String, i32), i64>,
     latency: Histogram,
 }
@@ -81,8 +81,8 @@ struct Checkpoint {
     batch: Arc<Batch>,
     /// State changes, written once the outputs are delivered.
     changelog: Vec<StateChange>,
-    /// True when the cycle flushed the state (its changelog holds every change so far).
-    flushed: bool,
+    /// Tasks the cycle flushed (its changelog holds every change of theirs so far).
+    flushed: BTreeSet<u32>,
     /// (topic, partition) → next offset to consume.
     offsets: BTreeMap<(String, i32), i64>,
     appended_at: Vec<i64>,
@@ -168,9 +168,7 @@ impl AtLeastOnce {
                         anyhow::bail!("the changelog refused a state record: {error}");
                     }
                     self.settled_offsets.extend(checkpoint.offsets);
-                    if checkpoint.flushed {
-                        self.store_offsets()?;
-                    }
+                    self.store_offsets(&checkpoint.flushed)?;
                     continue;
                 }
             }
@@ -202,15 +200,20 @@ impl AtLeastOnce {
         Ok(())
     }
 
-    /// Stores the offsets of every settled cycle, all of whose state is now durable.
-    fn store_offsets(&mut self) -> anyhow::Result<()> {
-        if self.settled_offsets.is_empty() {
+    /// Stores the settled offsets of the `flushed` tasks, whose state is now durable.
+    fn store_offsets(&mut self, flushed: &BTreeSet<u32>) -> anyhow::Result<()> {
+        let task_of = |partition: i32| u32::try_from(partition).unwrap_or(u32::MAX);
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &self.settled_offsets {
+            if flushed.contains(&task_of(*partition)) {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+        }
+        if tpl.count() == 0 {
             return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in std::mem::take(&mut self.settled_offsets) {
-            tpl.add_partition_offset(&topic, partition, Offset::Offset(next))?;
-        }
+        self.settled_offsets
+            .retain(|(_, partition), _| !flushed.contains(&task_of(*partition)));
         if let Err(error) = self.consumer.store_offsets(&tpl) {
             // Partitions revoked meanwhile: their new owner replays them (at-least-once).
             debug!(%error, "offsets not stored");

@@ -362,7 +362,7 @@ impl Loop {
                     for id in ids {
                         shared.tasks().remove(&id);
                         replaced.insert(id);
-                        self.processor.zero_task_gauges(id);
+                        self.processor.revoked(id);
                         shared.latest_windows().retain(|(_, task), _| *task != id);
                     }
                 }

@@ -10,10 +10,12 @@
 //!
 //! State is flushed every cycle under exactly-once (each cycle is a
 //! transaction) and once per `kafka.commit_interval` under at-least-once: a
-//! flush carries the changelog records of every key changed since the previous
-//! one, and one `cx.profiles` record per customer changed since then (both
-//! topics are compacted, so the intermediate states would only be overwritten;
-//! each enriched event carries the profile context right after it).
+//! task's flush carries the changelog records of every key of the task changed
+//! since its previous flush, and one `cx.profiles` record per customer changed
+//! since then (both topics are compacted, so the intermediate states would only
+//! be overwritten; each enriched event carries the profile context right after
+//! it). Tasks flush at staggered times within the interval, so that no cycle
+//! encodes and sends every task's state at once while input waits.
 //! The pipeline (`pipeline.rs`) polls the batch and commits the [`Cycle`];
 //! tests and benches drive [`Processor::process`] directly.
 
@@ -68,11 +70,11 @@ pub type StateChange = (u32, Vec<u8>, Option<Vec<u8>>);
 pub struct Cycle {
     /// Output records, in the order they must be written.
     pub outputs: Vec<OutputRecord>,
-    /// State changes since the previous flush, when this cycle flushed the state.
+    /// State changes of the tasks this cycle flushed, since their previous flush.
     pub changelog: Vec<StateChange>,
-    /// True when this cycle flushed the state: with `changelog` written, every
-    /// record applied so far is in the changelog.
-    pub flushed: bool,
+    /// Tasks whose state this cycle flushed: with `changelog` written, every
+    /// record of theirs applied so far is in the changelog.
+    pub flushed: BTreeSet<u32>,
     /// (topic, partition) → next offset to consume.
     pub offsets: BTreeMap<(String, i32), i64>,
     /// Kafka timestamps of the records applied, for latency.
@@ -89,7 +91,7 @@ impl Cycle {
         self.outputs.is_empty()
             && self.offsets.is_empty()
             && self.changelog.is_empty()
-            && !self.flushed
+            && self.flushed.is_empty()
     }
 }
 
@@ -114,8 +116,9 @@ pub struct Processor {
     window_names: Vec<Arc<str>>,
     /// Wall time between state flushes; `None` flushes every cycle.
     flush_interval: Option<i64>,
-    /// When the state was last flushed.
-    last_flush: Option<EventTime>,
+    /// When each task's state was last flushed (or, before its first flush, the
+    /// time that staggers it).
+    last_flush: HashMap<u32, EventTime>,
     /// Flush in the next cycle whatever the interval says.
     flush_requested: bool,
     /// Tasks changed since their last flush.
@@ -126,14 +129,20 @@ pub struct Processor {
     changed_profiles: ChangedProfiles,
 }
 
-/// The profiles changed since the last flush, each with its last change.
+/// Per task, the profiles changed since the task's last flush.
 #[derive(Default)]
 struct ChangedProfiles {
-    /// (task, customer, last change), in order of first change.
-    order: Vec<(u32, CustomerId, ProfileChange)>,
-    /// Per task: customer → index in `order` (hashbrown's randomly seeded
-    /// foldhash, several times cheaper than SipHash on short ids).
-    index: HashMap<u32, hashbrown::HashMap<CustomerId, usize>>,
+    by_task: HashMap<u32, TaskProfiles>,
+}
+
+/// One task's changed profiles, each with its last change.
+#[derive(Default)]
+struct TaskProfiles {
+    /// (customer, last change), in order of first change.
+    order: Vec<(CustomerId, ProfileChange)>,
+    /// Customer → index in `order` (hashbrown's randomly seeded foldhash,
+    /// several times cheaper than SipHash on short ids).
+    index: hashbrown::HashMap<CustomerId, usize>,
 }
 
 /// What last changed a profile: names its `cx.profiles` record (`ce_id`).
@@ -147,20 +156,24 @@ enum ProfileChange {
 impl ChangedProfiles {
     /// Notes that `customer_id` of `task` changed by `change`.
     fn note(&mut self, task: u32, customer_id: &CustomerId, change: ProfileChange) {
-        let index = self.index.entry(task).or_default();
-        match index.get(customer_id) {
-            Some(&at) => self.order[at].2 = change,
+        let changes = self.by_task.entry(task).or_default();
+        match changes.index.get(customer_id) {
+            Some(&at) => changes.order[at].1 = change,
             None => {
-                index.insert(customer_id.clone(), self.order.len());
-                self.order.push((task, customer_id.clone(), change));
+                changes
+                    .index
+                    .insert(customer_id.clone(), changes.order.len());
+                changes.order.push((customer_id.clone(), change));
             }
         }
     }
 
-    /// The changes noted, in order, leaving none.
-    fn take(&mut self) -> Vec<(u32, CustomerId, ProfileChange)> {
-        self.index.clear();
-        std::mem::take(&mut self.order)
+    /// The changes noted for `task`, in order, leaving none.
+    fn take(&mut self, task: u32) -> Vec<(CustomerId, ProfileChange)> {
+        self.by_task
+            .remove(&task)
+            .map(|changes| changes.order)
+            .unwrap_or_default()
     }
 }
 
@@ -192,7 +205,7 @@ impl Processor {
                 Guarantee::ExactlyOnce => None,
                 Guarantee::AtLeastOnce => Some(crate::window::millis(config.kafka.commit_interval)),
             },
-            last_flush: None,
+            last_flush: HashMap::new(),
             flush_requested: false,
             dirty: BTreeSet::new(),
             changed_profiles: ChangedProfiles::default(),
@@ -203,6 +216,8 @@ impl Processor {
     /// found half-written (write-ahead batches), even if no record changes it.
     pub fn restored(&mut self, task: u32) {
         self.dirty.insert(task);
+        self.last_flush.remove(&task);
+        self.changed_profiles.take(task);
     }
 
     /// Makes the next cycle flush the state (before a graceful stop).
@@ -210,14 +225,20 @@ impl Processor {
         self.flush_requested = true;
     }
 
-    /// True when the cycle at `wall` flushes the state.
-    fn flushes(&self, wall: EventTime) -> bool {
-        match (self.flush_interval, self.last_flush) {
-            (None, _) | (_, None) => true,
-            (Some(interval), Some(last)) => {
-                self.flush_requested || wall.millis() - last.millis() >= interval
-            }
-        }
+    /// True when the cycle at `wall` flushes the state of `task`.
+    ///
+    /// A task seen for the first time starts as if it had last flushed a
+    /// fraction of the interval ago, the fraction spread by its id (golden-ratio
+    /// steps), so that the tasks of an instance flush at different cycles.
+    fn flushes(&mut self, task: u32, wall: EventTime) -> bool {
+        let Some(interval) = self.flush_interval else {
+            return true;
+        };
+        let last = *self.last_flush.entry(task).or_insert_with(|| {
+            let phase = (f64::from(task) * 0.618_033_988_749_895).fract();
+            wall.plus_millis(-((interval as f64 * phase) as i64))
+        });
+        self.flush_requested || wall.millis() - last.millis() >= interval
     }
 
     /// Applies a batch to `tasks` at wall time `wall`: returns the outputs, state
@@ -276,7 +297,6 @@ impl Processor {
                 }
             }
         }
-        let flush = self.flushes(wall);
         for (task_id, task) in tasks.iter_mut() {
             for source in Source::ALL {
                 task.set_backlog(source, (health.backlog)(source, *task_id));
@@ -290,51 +310,52 @@ impl Processor {
             }
             self.publish(*task_id, &mut emitted, &mut cycle, None);
             publish_task_gauges(*task_id, task);
-            if flush && touched.contains(task_id) {
-                let mut changes = task.take_changelog();
-                if self.guarantee == Guarantee::AtLeastOnce {
-                    // Not one transaction: framed so that a crash mid-flush is harmless.
-                    changes = changelog::write_ahead(task.changelog_cycle(), changes);
-                }
-                counter!(telemetry::CHANGELOG_RECORDS, telemetry::PARTITION => task_id.to_string())
-                    .increment(changes.len() as u64);
-                cycle.changelog.extend(
-                    changes
-                        .into_iter()
-                        .map(|(key, value)| (*task_id, key, value)),
-                );
+            if self.flushes(*task_id, wall) {
+                self.flush(*task_id, task, touched.remove(task_id), &mut cycle);
+                self.last_flush.insert(*task_id, wall);
             }
         }
-        if flush {
-            // Profiles go out with the state: one record per changed customer per flush.
-            for (task_id, customer_id, change) in self.changed_profiles.take() {
-                let Some(profile) = tasks
-                    .get(&task_id)
-                    .and_then(|task| task.profile(&customer_id))
-                else {
-                    continue; // revoked meanwhile: its new owner publishes it
-                };
-                let event_id = match change {
-                    ProfileChange::Record(source, partition, offset) => SourcePosition {
-                        topic: self.counters[source.index()].topic.clone(),
-                        partition,
-                        offset,
-                    }
-                    .id("profile"),
-                    ProfileChange::Timer(cause) => timer_profile_id(&customer_id, &cause),
-                };
-                let record = self.encoder.profile_with_id(profile, event_id);
-                cycle.outputs.push(self.encoder.within_limits(record, None));
-            }
-            touched.clear();
-            self.last_flush = Some(wall);
-            self.flush_requested = false;
-            cycle.flushed = true;
-        }
+        self.flush_requested = false;
         // Tasks revoked meanwhile are gone: their state is their new owner's.
         touched.retain(|task| tasks.contains_key(task));
         self.dirty = touched;
         cycle
+    }
+
+    /// Flushes `task`: its changelog records when it `changed` since its last
+    /// flush, and one `cx.profiles` record per customer changed since then.
+    fn flush(&mut self, task_id: u32, task: &mut Task, changed: bool, cycle: &mut Cycle) {
+        if changed {
+            let mut changes = task.take_changelog();
+            if self.guarantee == Guarantee::AtLeastOnce {
+                // Not one transaction: framed so that a crash mid-flush is harmless.
+                changes = changelog::write_ahead(task.changelog_cycle(), changes);
+            }
+            counter!(telemetry::CHANGELOG_RECORDS, telemetry::PARTITION => task_id.to_string())
+                .increment(changes.len() as u64);
+            cycle.changelog.extend(
+                changes
+                    .into_iter()
+                    .map(|(key, value)| (task_id, key, value)),
+            );
+        }
+        for (customer_id, change) in self.changed_profiles.take(task_id) {
+            let Some(profile) = task.profile(&customer_id) else {
+                continue; // forgotten meanwhile
+            };
+            let event_id = match change {
+                ProfileChange::Record(source, partition, offset) => SourcePosition {
+                    topic: self.counters[source.index()].topic.clone(),
+                    partition,
+                    offset,
+                }
+                .id("profile"),
+                ProfileChange::Timer(cause) => timer_profile_id(&customer_id, &cause),
+            };
+            let record = self.encoder.profile_with_id(profile, event_id);
+            cycle.outputs.push(self.encoder.within_limits(record, None));
+        }
+        cycle.flushed.insert(task_id);
     }
 
     fn apply_record(
@@ -436,11 +457,14 @@ impl Processor {
         }
     }
 
-    /// Zeroes every gauge labelled with a task this instance no longer owns (the
-    /// task gauges, its restore progress and its window gauges): otherwise two
-    /// instances report the same task after a rebalance and `sum()` across pods
-    /// counts it twice.
-    pub fn zero_task_gauges(&mut self, task: u32) {
+    /// Forgets a task this instance no longer owns: its pending profile
+    /// records (its new owner publishes them) and flush time, and zeroes every
+    /// gauge of it (the task gauges, its restore progress and its window
+    /// gauges): otherwise two instances report the same task after a rebalance
+    /// and `sum()` across pods counts it twice.
+    pub fn revoked(&mut self, task: u32) {
+        self.changed_profiles.take(task);
+        self.last_flush.remove(&task);
         let label = task.to_string();
         for (name, _) in TASK_GAUGES {
             gauge!(name, telemetry::PARTITION => label.clone()).set(0.0);
