@@ -95,9 +95,10 @@ impl CompactStr {
             // SAFETY: the inline form was written by `from_box`: all 16 bytes initialised.
             let bytes = unsafe { &self.0.inline };
             let len = usize::from(self.tag() & !INLINE_TAG);
-            // Copied from a `str` on a character boundary (the whole string): valid UTF-8,
-            // so this never falls back (checked rather than assumed: ≤ 15 bytes are cheap).
-            std::str::from_utf8(&bytes[..len]).unwrap_or_default()
+            // SAFETY: the first `len` bytes were copied whole from a `str` (`from_box`,
+            // `From<&str>`) and are never written again: valid UTF-8. (Checking it
+            // on every access was 1% of the CPU profile: ids are read per event.)
+            unsafe { std::str::from_utf8_unchecked(&bytes[..len]) }
         } else {
             let (ptr, len) = self.heap_parts();
             // SAFETY: `ptr` and `len` come from `Box::into_raw` of a `Box<str>` in
