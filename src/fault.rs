@@ -9,19 +9,41 @@ pub const ABORT_AFTER_CHANGELOG_RECORDS: &str = "FAULT_ABORT_AFTER_CHANGELOG_REC
 
 /// Called after queueing each changelog record; `flush` waits until every queued
 /// record is on the broker. Aborts the process after the chosen record.
+/// One fault point: counts its calls and says which call is the one chosen by
+/// its environment variable.
+#[cfg(feature = "fault-injection")]
+struct CountedFault {
+    variable: &'static str,
+    limit: std::sync::OnceLock<Option<u64>>,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+#[cfg(feature = "fault-injection")]
+impl CountedFault {
+    const fn new(variable: &'static str) -> Self {
+        CountedFault {
+            variable,
+            limit: std::sync::OnceLock::new(),
+            calls: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a call; its number when it is the chosen one.
+    fn chosen(&self) -> Option<u64> {
+        let limit = self.limit.get_or_init(|| {
+            std::env::var(self.variable)
+                .ok()
+                .and_then(|value| value.parse().ok())
+        });
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        (*limit == Some(call)).then_some(call)
+    }
+}
+
 #[cfg(feature = "fault-injection")]
 pub fn changelog_record_queued(flush: impl FnOnce()) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
-    static QUEUED: AtomicU64 = AtomicU64::new(0);
-    let limit = LIMIT.get_or_init(|| {
-        std::env::var(ABORT_AFTER_CHANGELOG_RECORDS)
-            .ok()
-            .and_then(|value| value.parse().ok())
-    });
-    let queued = QUEUED.fetch_add(1, Ordering::SeqCst) + 1;
-    if *limit == Some(queued) {
+    static FAULT: CountedFault = CountedFault::new(ABORT_AFTER_CHANGELOG_RECORDS);
+    if let Some(queued) = FAULT.chosen() {
         flush();
         eprintln!("fault injection: aborting after changelog record {queued}");
         std::process::abort();
@@ -40,17 +62,8 @@ pub const HANG_AFTER_CYCLES: &str = "FAULT_HANG_AFTER_CYCLES";
 /// Called as each processing cycle starts. Hangs the loop at the chosen cycle.
 #[cfg(feature = "fault-injection")]
 pub fn cycle_started() {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static LIMIT: OnceLock<Option<u64>> = OnceLock::new();
-    static STARTED: AtomicU64 = AtomicU64::new(0);
-    let limit = LIMIT.get_or_init(|| {
-        std::env::var(HANG_AFTER_CYCLES)
-            .ok()
-            .and_then(|value| value.parse().ok())
-    });
-    let started = STARTED.fetch_add(1, Ordering::SeqCst) + 1;
-    if *limit == Some(started) {
+    static FAULT: CountedFault = CountedFault::new(HANG_AFTER_CYCLES);
+    if let Some(started) = FAULT.chosen() {
         eprintln!("fault injection: the processing loop hangs at cycle {started}");
         loop {
             std::thread::park();
