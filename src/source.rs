@@ -169,6 +169,25 @@ impl ClientContext for SourceContext {
     }
 }
 
+impl SourceContext {
+    /// Zeroes the lag gauges of partitions this member gives up, at once: the
+    /// statistics would do it only at their next report (up to a second later),
+    /// and meanwhile `sum()` across pods would count those partitions twice.
+    fn zero_lag(&self, revoked: &TopicPartitionList) {
+        let mut lag = self
+            .lag
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for element in revoked.elements() {
+            let key = (element.topic().to_string(), element.partition());
+            if lag.remove(&key).is_some() {
+                gauge!(telemetry::CONSUMER_LAG, "topic" => key.0, "partition" => key.1.to_string())
+                    .set(0.0);
+            }
+        }
+    }
+}
+
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
@@ -180,6 +199,7 @@ impl ConsumerContext for SourceContext {
                     warn!(%error, "commit on revoke failed; records may be processed again")
                 }
             }
+            self.zero_lag(tpl);
             let tasks = tasks_of(tpl);
             info!(?tasks, "tasks revoked");
             self.push(Assignment::Revoked(tasks));
