@@ -1,3 +1,7 @@
+//! Compact forms of what every customer a task holds repeats: its id and
+//! its times. With a million customers per instance, every byte here is a
+//! megabyte.
+//!
 //! [`CompactStr`]: an immutable string in 16 bytes, like `Box<str>`, that
 //! keeps strings of up to 15 bytes inline instead of on the heap.
 //!
@@ -7,10 +11,16 @@
 //! costs the 16 bytes only (a long one is a `Box<str>` as before). Behaves
 //! exactly like the `str` it holds: equality, order, hashing, `Debug` and serde
 //! all delegate to [`CompactStr::as_str`].
+//!
+//! [`CompactTime`]: an [`EventTime`] in 6 bytes aligned to 2 instead of 8
+//! aligned to 8, with a niche so that `Option<CompactTime>` is 6 bytes too.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::num::NonZeroU16;
+
+use crate::event::EventTime;
 
 /// Longest string kept inline.
 pub const INLINE_CAPACITY: usize = 15;
@@ -219,8 +229,111 @@ impl<'de> serde::Deserialize<'de> for CompactStr {
     }
 }
 
+/// An event time in 48 bits: milliseconds since the epoch, two's complement,
+/// stored as three 16-bit parts so that it is 6 bytes aligned to 2; the top
+/// part, sign bit flipped, is never zero, which gives `Option<CompactTime>`
+/// its `None` for free.
+///
+/// It holds exactly every instant from [`CompactTime::MIN`] (year −2489) to
+/// [`CompactTime::MAX`] (year 6429), which covers every RFC 3339 timestamp an
+/// event may carry (events are at most `max_future_skew` after the wall
+/// clock). An instant outside that range is stored as the nearest end of it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CompactTime {
+    low: [u16; 2],
+    /// Bits 32..48 with bit 47 (the sign) flipped: zero only for the 2^32 ms
+    /// below `MIN`, which are clamped away.
+    high: NonZeroU16,
+}
+
+const _: () = assert!(std::mem::size_of::<CompactTime>() == 6);
+const _: () = assert!(std::mem::size_of::<Option<CompactTime>>() == 6);
+
+impl CompactTime {
+    /// Earliest instant held exactly, ms (−2^47 + 2^32, in the year −2489).
+    pub const MIN: i64 = -(1 << 47) + (1 << 32);
+    /// Latest instant held exactly, ms (2^47 − 1, in the year 6429).
+    pub const MAX: i64 = (1 << 47) - 1;
+
+    /// Packs `at`, clamped to [`Self::MIN`]..=[`Self::MAX`].
+    pub fn new(at: EventTime) -> Self {
+        let bits = at.millis().clamp(Self::MIN, Self::MAX) as u64;
+        let high = ((bits >> 32) as u16) ^ 0x8000;
+        CompactTime {
+            low: [bits as u16, (bits >> 16) as u16],
+            // Never 0: that would be a time below MIN, which the clamp excludes.
+            high: NonZeroU16::new(high).unwrap_or(NonZeroU16::MIN),
+        }
+    }
+
+    /// The instant.
+    pub fn get(self) -> EventTime {
+        let bits = u64::from(self.high.get() ^ 0x8000) << 32
+            | u64::from(self.low[1]) << 16
+            | u64::from(self.low[0]);
+        // Sign-extend the 48 bits.
+        EventTime::from_millis(((bits << 16) as i64) >> 16)
+    }
+}
+
+impl From<EventTime> for CompactTime {
+    fn from(at: EventTime) -> Self {
+        CompactTime::new(at)
+    }
+}
+
+impl fmt::Debug for CompactTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.get(), f)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn compact_time_round_trips_its_range_and_clamps_outside_it() {
+        for millis in [
+            0,
+            1,
+            -1,
+            1_764_000_000_000,
+            -62_135_596_800_000, // 0001-01-01
+            253_402_300_799_999, // 9999-12-31, beyond MAX: clamped
+            CompactTime::MIN,
+            CompactTime::MIN - 1,
+            CompactTime::MAX,
+            CompactTime::MAX + 1,
+            i64::MIN / 4,
+            i64::MAX,
+        ] {
+            let at = EventTime::from_millis(millis);
+            let expected = millis.clamp(CompactTime::MIN, CompactTime::MAX);
+            assert_eq!(CompactTime::new(at).get().millis(), expected, "{millis}");
+            assert!(Some(CompactTime::new(at)).is_some());
+        }
+        for shift in 0..47 {
+            for millis in [1i64 << shift, -(1i64 << shift), (1i64 << shift) - 1] {
+                let at = EventTime::from_millis(millis);
+                assert_eq!(CompactTime::new(at).get(), at, "{millis}");
+            }
+        }
+    }
+
+    #[test]
+    fn compact_time_keeps_order_and_equality() {
+        let times = [-5_000i64, -1, 0, 1, 1_764_000_000_000, CompactTime::MAX];
+        for a in times {
+            for b in times {
+                let (x, y) = (
+                    CompactTime::new(EventTime::from_millis(a)),
+                    CompactTime::new(EventTime::from_millis(b)),
+                );
+                assert_eq!(x == y, a == b);
+                assert_eq!(x.get() < y.get(), a < b);
+            }
+        }
+    }
+
     use super::*;
     use std::hash::BuildHasher;
 

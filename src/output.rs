@@ -12,6 +12,7 @@ use std::sync::Arc;
 use prost::Message;
 use rdkafka::message::OwnedHeaders;
 
+use crate::compact::CompactTime;
 use crate::config::TopicsConfig;
 use crate::decode::{DecodeError, Format};
 use crate::event::{
@@ -292,7 +293,7 @@ impl Encoder {
             &profile_message(profile),
             event_id,
             Cow::Borrowed("io.cxpulse.profile.v1"),
-            profile.as_of.to_rfc3339(),
+            profile.as_of.get().to_rfc3339(),
         )
     }
 
@@ -487,17 +488,18 @@ fn money(
 /// The published form of a profile (`cx.profiles` and the HTTP API).
 pub fn profile_message(profile: &Profile) -> proto::Profile {
     let time = |at: Option<EventTime>| at.map(EventTime::to_rfc3339);
+    let compact_time = |at: Option<CompactTime>| time(at.map(CompactTime::get));
     proto::Profile {
         customer_id: profile.customer_id.to_string(),
-        first_seen: profile.first_seen.to_rfc3339(),
-        last_seen: profile.last_seen.to_rfc3339(),
+        first_seen: profile.first_seen.get().to_rfc3339(),
+        last_seen: profile.last_seen.get().to_rfc3339(),
         events: profile.events.into(),
         orders_placed: profile.orders_placed.into(),
         revenue_minor: money(&profile.revenue_minor()),
         returned_minor: money(&profile.returned_minor()),
         net_value_minor: money(&profile.net_value_minor()),
-        first_purchase_at: time(profile.first_purchase_at),
-        last_purchase_at: time(profile.last_purchase_at),
+        first_purchase_at: compact_time(profile.first_purchase_at),
+        last_purchase_at: compact_time(profile.last_purchase_at),
         mean_days_between_purchases: profile.mean_days_between_purchases(),
         open_tickets: profile.open_tickets.into(),
         tickets_opened: profile.tickets_opened.into(),
@@ -515,7 +517,7 @@ pub fn profile_message(profile: &Profile) -> proto::Profile {
         last_ces_scale_max: profile.last_ces().map(|last| i64::from(last.scale_max)),
         segment: profile.segment.name().to_string(),
         lifecycle: profile.lifecycle.name().to_string(),
-        updated_at: profile.updated_at.to_rfc3339(),
+        updated_at: profile.updated_at.get().to_rfc3339(),
     }
 }
 

@@ -160,10 +160,10 @@ fn customer_value(entry: &CustomerEntry) -> Vec<u8> {
     let profile = &entry.profile;
     let seen = entry.seen.entries();
     proto::Customer {
-        first_seen: profile.first_seen.millis(),
-        last_seen: profile.last_seen.millis(),
-        as_of: profile.as_of.millis(),
-        updated_at: profile.updated_at.millis(),
+        first_seen: profile.first_seen.get().millis(),
+        last_seen: profile.last_seen.get().millis(),
+        as_of: profile.as_of.get().millis(),
+        updated_at: profile.updated_at.get().millis(),
         events: profile.events.into(),
         orders_placed: profile.orders_placed.into(),
         money: profile
@@ -177,10 +177,10 @@ fn customer_value(entry: &CustomerEntry) -> Vec<u8> {
                 returned_minor: totals.returned_minor,
             })
             .collect(),
-        first_purchase_at: profile.first_purchase_at.map(EventTime::millis),
-        last_purchase_at: profile.last_purchase_at.map(EventTime::millis),
+        first_purchase_at: profile.first_purchase_at.map(|at| at.get().millis()),
+        last_purchase_at: profile.last_purchase_at.map(|at| at.get().millis()),
         purchase_gap_millis_sum: profile.purchase_gap_millis_sum,
-        reactivated_at: profile.reactivated_at.map(EventTime::millis),
+        reactivated_at: profile.reactivated_at.map(|at| at.get().millis()),
         open_tickets: profile.open_tickets.into(),
         tickets_opened: profile.tickets_opened.into(),
         tickets_resolved: profile.tickets_resolved.into(),
@@ -191,7 +191,7 @@ fn customer_value(entry: &CustomerEntry) -> Vec<u8> {
         last_ces: score_to_proto(profile.last_ces()),
         lifecycle: lifecycle_to_proto(profile.lifecycle).into(),
         segment: segment_to_proto(profile.segment).into(),
-        review_at: profile.review_at.map(EventTime::millis),
+        review_at: profile.review_at.map(|at| at.get().millis()),
         seen_fingerprints: seen.iter().map(SeenEvent::fingerprint).collect(),
         seen_at: seen.iter().map(|seen| seen.at().millis()).collect(),
     }
@@ -238,15 +238,15 @@ fn customer_from_value(
     let count = |value: u64| u32::try_from(value).map_err(|_| invalid(key, "count out of range"));
     let mut profile = Profile {
         customer_id,
-        first_seen: time(message.first_seen),
-        last_seen: time(message.last_seen),
+        first_seen: time(message.first_seen).into(),
+        last_seen: time(message.last_seen).into(),
         events: count(message.events)?,
         orders_placed: count(message.orders_placed)?,
         money: MoneyTotals::from_totals(money),
-        first_purchase_at: message.first_purchase_at.map(time),
-        last_purchase_at: message.last_purchase_at.map(time),
+        first_purchase_at: message.first_purchase_at.map(|at| time(at).into()),
+        last_purchase_at: message.last_purchase_at.map(|at| time(at).into()),
         purchase_gap_millis_sum: message.purchase_gap_millis_sum,
-        reactivated_at: message.reactivated_at.map(time),
+        reactivated_at: message.reactivated_at.map(|at| time(at).into()),
         open_tickets: count(message.open_tickets)?,
         tickets_opened: count(message.tickets_opened)?,
         tickets_resolved: count(message.tickets_resolved)?,
@@ -259,9 +259,9 @@ fn customer_from_value(
             .ok_or_else(|| invalid(key, "unknown lifecycle"))?,
         segment: segment_from_proto(message.segment)
             .ok_or_else(|| invalid(key, "unknown segment"))?,
-        as_of: time(message.as_of),
-        review_at: message.review_at.map(time),
-        updated_at: time(message.updated_at),
+        as_of: time(message.as_of).into(),
+        review_at: message.review_at.map(|at| time(at).into()),
+        updated_at: time(message.updated_at).into(),
     };
     for (survey, answer) in [
         (Survey::Nps, last_nps),
@@ -724,7 +724,7 @@ impl Restorer {
             .iter()
             .filter_map(|(slot, entry)| {
                 let at = entry.profile.review_at?;
-                Some((at, Timer::Review(CustomerSlot(slot))))
+                Some((at.get(), Timer::Review(CustomerSlot(slot))))
             })
             .collect();
         timers.extend(
@@ -1007,8 +1007,8 @@ mod tests {
         for profile in straight.profiles() {
             let mut expected = profile.clone();
             let mut actual = restored.profile(&profile.customer_id).unwrap().clone();
-            expected.updated_at = EventTime::default();
-            actual.updated_at = EventTime::default();
+            expected.updated_at = EventTime::default().into();
+            actual.updated_at = EventTime::default().into();
             assert_eq!(actual, expected);
         }
     }
@@ -1024,7 +1024,7 @@ mod tests {
             .profiles()
             .map(|profile| {
                 let mut profile = profile.clone();
-                profile.updated_at = EventTime::default();
+                profile.updated_at = EventTime::default().into();
                 profile
             })
             .collect();

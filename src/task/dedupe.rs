@@ -12,40 +12,31 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::compact::CompactTime;
 use crate::event::{EventId, EventTime};
 
 /// One event a customer sent: fingerprint of its id and its event time, in
-/// 14 bytes aligned to 2 (64-bit fingerprint, 48-bit time) instead of 16.
-///
-/// 48 bits of signed milliseconds span 1970 ± 4,459 years: every RFC 3339
-/// timestamp before the year 6429 (events are at most `max_future_skew` after
-/// the wall clock). A time outside that range is stored as the nearest end of
-/// it ([`SeenEvent::TIME_MIN`], [`SeenEvent::TIME_MAX`]), so such an entry
-/// expires as if it were at that end: earlier than exact only once the
-/// watermark itself is past the year 6429.
+/// 14 bytes aligned to 2 (64-bit fingerprint, 48-bit [`CompactTime`]) instead
+/// of 16. A time beyond the compact range is stored as its nearest end, so
+/// such an entry expires as if it were at that end: earlier than exact only
+/// once the watermark itself is past the year 6429.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct SeenEvent {
     /// Keyed hash of the event id, stable across versions and restarts (see [`fingerprint`]).
     fingerprint: [u16; 4],
-    /// The event's time, ms, two's complement in 48 bits.
-    at: [u16; 3],
+    /// The event's time.
+    at: CompactTime,
 }
 
 const _: () = assert!(std::mem::size_of::<SeenEvent>() == 14);
 
 impl SeenEvent {
-    /// Earliest time an entry holds exactly (−2^47 ms, in the year −2489).
-    pub const TIME_MIN: i64 = -(1 << 47);
-    /// Latest time an entry holds exactly (2^47 − 1 ms, in the year 6429).
-    pub const TIME_MAX: i64 = (1 << 47) - 1;
-
-    /// The entry of an event; its time is clamped to [`Self::TIME_MIN`]..=[`Self::TIME_MAX`].
+    /// The entry of an event; its time is clamped to the [`CompactTime`] range.
     pub fn new(fingerprint: u64, at: EventTime) -> Self {
-        let millis = at.millis().clamp(Self::TIME_MIN, Self::TIME_MAX) as u64;
         let part = |value: u64, index: u32| (value >> (16 * index)) as u16;
         SeenEvent {
             fingerprint: [0, 1, 2, 3].map(|index| part(fingerprint, index)),
-            at: [0, 1, 2].map(|index| part(millis, index)),
+            at: CompactTime::new(at),
         }
     }
 
@@ -59,13 +50,7 @@ impl SeenEvent {
 
     /// The event's time.
     pub fn at(&self) -> EventTime {
-        let bits = self
-            .at
-            .iter()
-            .rev()
-            .fold(0u64, |value, part| value << 16 | u64::from(*part));
-        // Sign-extend the 48 bits.
-        EventTime::from_millis(((bits << 16) as i64) >> 16)
+        self.at.get()
     }
 }
 
@@ -172,7 +157,7 @@ mod tests {
     }
 
     #[test]
-    fn entries_hold_fingerprints_exactly_and_times_in_48_bits() {
+    fn entries_hold_fingerprints_exactly_and_times_compactly() {
         let times = [
             0,
             1,
@@ -180,8 +165,8 @@ mod tests {
             1_780_000_000_000,
             -62_167_219_200_000, // 0000-01-01
             253_402_300_799_999, // 9999-12-31, past the range: clamped
-            SeenEvent::TIME_MIN,
-            SeenEvent::TIME_MAX,
+            CompactTime::MIN,
+            CompactTime::MAX,
             i64::MIN / 4,
             i64::MAX,
         ];
@@ -189,7 +174,7 @@ mod tests {
             for millis in times {
                 let entry = SeenEvent::new(fingerprint, EventTime::from_millis(millis));
                 assert_eq!(entry.fingerprint(), fingerprint);
-                let expected = millis.clamp(SeenEvent::TIME_MIN, SeenEvent::TIME_MAX);
+                let expected = millis.clamp(CompactTime::MIN, CompactTime::MAX);
                 assert_eq!(entry.at(), EventTime::from_millis(expected), "{millis}");
             }
         }

@@ -26,6 +26,7 @@ pub mod watermark;
 
 use std::sync::Arc;
 
+use crate::compact::CompactTime;
 use crate::config::Config;
 use crate::event::{
     Channel, CustomerId, Event, EventBody, EventTime, NpsCategory, PurchaseAction, Source,
@@ -130,6 +131,9 @@ struct CustomerEntry {
     /// Events the customer sent since the de-duplication horizon.
     seen: SeenEvents,
 }
+
+// The bulk of a task's memory (one per customer): keep it from growing unnoticed.
+const _: () = assert!(std::mem::size_of::<CustomerEntry>() == 184);
 
 /// Every customer of a task: entries by slot, and slots by customer id.
 #[derive(Debug, Clone, Default)]
@@ -341,11 +345,11 @@ impl Task {
         };
         let profile = &mut entry.profile;
         let (lifecycle_before, segment_before) = (profile.lifecycle, profile.segment);
-        profile.first_seen = profile.first_seen.min(at);
-        profile.last_seen = profile.last_seen.max(at);
-        profile.as_of = profile.as_of.max(at);
+        profile.first_seen = profile.first_seen.get().min(at).into();
+        profile.last_seen = profile.last_seen.get().max(at).into();
+        profile.as_of = profile.as_of.get().max(at).into();
         profile.events = profile.events.saturating_add(1);
-        profile.updated_at = wall;
+        profile.updated_at = wall.into();
         let mut signals: Vec<PendingSignal> = Vec::new();
         match &event.body {
             EventBody::Purchase(purchase) => {
@@ -553,7 +557,7 @@ impl Task {
         if self
             .customers
             .get(slot)
-            .is_none_or(|entry| entry.profile.as_of >= at)
+            .is_none_or(|entry| entry.profile.as_of.get() >= at)
         {
             return;
         }
@@ -563,7 +567,7 @@ impl Task {
             return;
         };
         let (lifecycle_before, segment_before) = (profile.lifecycle, profile.segment);
-        profile.as_of = at;
+        profile.as_of = at.into();
         profile.refresh_classification(rules);
         let key = format!("review/{}", at.millis());
         let mut signals = Vec::new();
@@ -576,7 +580,7 @@ impl Task {
             &mut signals,
         );
         if (profile.lifecycle, profile.segment) != (lifecycle_before, segment_before) {
-            profile.updated_at = wall;
+            profile.updated_at = wall.into();
         }
         if emit_profile
             && (profile.lifecycle, profile.segment) != (lifecycle_before, segment_before)
@@ -605,6 +609,7 @@ impl Task {
             task.customers
                 .get(slot)
                 .and_then(|entry| entry.profile.review_at)
+                .map(CompactTime::get)
         };
         while let Some(due) = review_at(self).filter(|due| *due <= at) {
             self.timers.cancel(due, Timer::Review(slot));
@@ -686,16 +691,17 @@ fn reschedule_review(
     rules: &ProfileRules,
     timers: &mut Timers,
 ) {
-    let next = profile.next_review(rules);
+    // Scheduled at the instant the profile holds, so that cancelling finds it.
+    let next = profile.next_review(rules).map(CompactTime::new);
     if next == profile.review_at {
         return;
     }
     let timer = Timer::Review(slot);
     if let Some(previous) = profile.review_at {
-        timers.cancel(previous, timer);
+        timers.cancel(previous.get(), timer);
     }
     if let Some(next) = next {
-        timers.schedule(next, timer);
+        timers.schedule(next.get(), timer);
     }
     profile.review_at = next;
 }
@@ -710,12 +716,12 @@ fn apply_purchase(
     let mut reactivated = false;
     match action {
         PurchaseAction::Placed { amount } => {
-            let previous = profile.last_purchase_at;
+            let previous = profile.last_purchase_at.map(CompactTime::get);
             let gap_millis = previous.map(|previous| at.millis() - previous.millis());
             // Coming back after the horizon passed: the customer had churned.
             if previous.is_some_and(|previous| at >= previous.plus_millis(activity_horizon_millis))
             {
-                profile.reactivated_at = Some(at);
+                profile.reactivated_at = Some(at.into());
                 reactivated = true;
             }
             if let Some(gap) = gap_millis {
@@ -723,9 +729,11 @@ fn apply_purchase(
             }
             profile.orders_placed = profile.orders_placed.saturating_add(1);
             profile.money.add_revenue(amount.currency, amount.amount.0);
-            profile.first_purchase_at =
-                Some(profile.first_purchase_at.map_or(at, |first| first.min(at)));
-            profile.last_purchase_at = Some(previous.map_or(at, |last| last.max(at)));
+            let first = profile
+                .first_purchase_at
+                .map_or(at, |first| first.get().min(at));
+            profile.first_purchase_at = Some(first.into());
+            profile.last_purchase_at = Some(previous.map_or(at, |last| last.max(at)).into());
             measures.push((
                 at,
                 Measure::OrderPlaced {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::compact::CompactTime;
 use crate::config::SegmentsConfig;
 use crate::event::{Currency, CustomerId, EventTime, NpsCategory};
 use crate::window::millis;
@@ -198,15 +199,16 @@ impl MoneyTotals {
     }
 }
 
-/// Everything known about one customer.
+/// Everything known about one customer. Its times are [`CompactTime`]s
+/// (6 bytes each instead of 8): a million profiles are the bulk of a task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
     /// The customer.
     pub customer_id: CustomerId,
     /// Earliest event time seen.
-    pub first_seen: EventTime,
+    pub first_seen: CompactTime,
     /// Latest event time seen; the instant lifecycle and segment are evaluated at.
-    pub last_seen: EventTime,
+    pub last_seen: CompactTime,
     /// Events applied (counts are u32: a customer with four billion events is not a customer).
     pub events: u32,
     /// Orders placed.
@@ -214,13 +216,13 @@ pub struct Profile {
     /// Placed and returned value per currency.
     pub money: MoneyTotals,
     /// First `placed`.
-    pub first_purchase_at: Option<EventTime>,
+    pub first_purchase_at: Option<CompactTime>,
     /// Latest `placed`.
-    pub last_purchase_at: Option<EventTime>,
+    pub last_purchase_at: Option<CompactTime>,
     /// Sum of gaps between consecutive orders, ms.
     pub purchase_gap_millis_sum: i64,
     /// When the customer came back after churning, if they did.
-    pub reactivated_at: Option<EventTime>,
+    pub reactivated_at: Option<CompactTime>,
     /// Tickets currently open.
     pub open_tickets: u32,
     /// Tickets opened.
@@ -234,7 +236,7 @@ pub struct Profile {
     /// Times of the latest NPS, CSAT and CES answers ([`Survey`] order); with the
     /// two arrays below rather than three `Option<LastScore>`, the scores fill
     /// what would otherwise be padding.
-    pub(crate) last_answer_at: [Option<EventTime>; 3],
+    pub(crate) last_answer_at: [Option<CompactTime>; 3],
     /// Their scores.
     pub(crate) last_answer_score: [u8; 3],
     /// Their scales' maximums.
@@ -245,11 +247,11 @@ pub struct Profile {
     pub segment: Segment,
     /// The event time lifecycle and segment describe: the latest event, or the
     /// latest review timer that fired since.
-    pub as_of: EventTime,
+    pub as_of: CompactTime,
     /// When this profile's review timer is scheduled, if it is.
-    pub review_at: Option<EventTime>,
+    pub review_at: Option<CompactTime>,
     /// Wall-clock time of the latest change.
-    pub updated_at: EventTime,
+    pub updated_at: CompactTime,
 }
 
 impl Profile {
@@ -257,8 +259,8 @@ impl Profile {
     pub fn new(customer_id: CustomerId, at: EventTime) -> Self {
         Profile {
             customer_id,
-            first_seen: at,
-            last_seen: at,
+            first_seen: at.into(),
+            last_seen: at.into(),
             events: 0,
             orders_placed: 0,
             money: MoneyTotals::default(),
@@ -276,9 +278,9 @@ impl Profile {
             last_answer_scale_max: [0; 3],
             lifecycle: Lifecycle::Prospect,
             segment: Segment::Regular,
-            as_of: at,
+            as_of: at.into(),
             review_at: None,
-            updated_at: at,
+            updated_at: at.into(),
         }
     }
 
@@ -319,14 +321,14 @@ impl Profile {
         self.last_answer_at[index].map(|at| LastScore {
             score: self.last_answer_score[index],
             scale_max: self.last_answer_scale_max[index],
-            at,
+            at: at.get(),
         })
     }
 
     /// Records the latest answer to a kind of survey.
     pub fn set_last_answer(&mut self, survey: Survey, answer: LastScore) {
         let index = survey as usize;
-        self.last_answer_at[index] = Some(answer.at);
+        self.last_answer_at[index] = Some(answer.at.into());
         self.last_answer_score[index] = answer.score;
         self.last_answer_scale_max[index] = answer.scale_max;
     }
@@ -362,11 +364,12 @@ impl Profile {
         let (Some(first), Some(last)) = (self.first_purchase_at, self.last_purchase_at) else {
             return Lifecycle::Prospect;
         };
+        let (first, last) = (first.get(), last.get());
         if now >= last.plus_millis(rules.activity_horizon_millis) {
             Lifecycle::Churned
         } else if self
             .reactivated_at
-            .is_some_and(|back| now < back.plus_millis(rules.new_period_millis))
+            .is_some_and(|back| now < back.get().plus_millis(rules.new_period_millis))
         {
             Lifecycle::Reactivated
         } else if now < first.plus_millis(rules.new_period_millis) {
@@ -386,7 +389,7 @@ impl Profile {
         if lifecycle == Lifecycle::Churned {
             return Segment::Lost;
         }
-        let Some(last) = self.last_purchase_at else {
+        let Some(last) = self.last_purchase_at.map(CompactTime::get) else {
             return Segment::Regular;
         };
         let drifting = now > last.plus_millis(rules.activity_horizon_millis / 2);
@@ -408,19 +411,20 @@ impl Profile {
 
     /// Re-evaluates lifecycle and segment at `as_of`.
     pub fn refresh_classification(&mut self, rules: &ProfileRules) {
-        self.lifecycle = self.lifecycle_at(self.as_of, rules);
-        self.segment = self.segment_at(self.as_of, self.lifecycle, rules);
+        let as_of = self.as_of.get();
+        self.lifecycle = self.lifecycle_at(as_of, rules);
+        self.segment = self.segment_at(as_of, self.lifecycle, rules);
     }
 
     /// The next instant after `as_of` at which lifecycle or segment may change
     /// without any new event (a purchase ageing past a threshold).
     pub fn next_review(&self, rules: &ProfileRules) -> Option<EventTime> {
-        let last = self.last_purchase_at?;
-        let first = self.first_purchase_at?;
+        let last = self.last_purchase_at?.get();
+        let first = self.first_purchase_at?.get();
         let candidates = [
             Some(first.plus_millis(rules.new_period_millis)),
             self.reactivated_at
-                .map(|back| back.plus_millis(rules.new_period_millis)),
+                .map(|back| back.get().plus_millis(rules.new_period_millis)),
             Some(last.plus_millis(rules.champion_recency_millis)),
             // "No purchase for more than half the horizon": strictly after.
             Some(last.plus_millis(rules.activity_horizon_millis / 2 + 1)),
@@ -429,7 +433,7 @@ impl Profile {
         candidates
             .into_iter()
             .flatten()
-            .filter(|at| *at > self.as_of)
+            .filter(|at| *at > self.as_of.get())
             .min()
     }
 }
@@ -456,13 +460,13 @@ mod tests {
         let rules = rules();
         let mut profile = Profile::new(CustomerId::new("c"), day(0));
         assert_eq!(profile.lifecycle_at(day(0), &rules), Lifecycle::Prospect);
-        profile.first_purchase_at = Some(day(10));
-        profile.last_purchase_at = Some(day(10));
+        profile.first_purchase_at = Some(day(10).into());
+        profile.last_purchase_at = Some(day(10).into());
         assert_eq!(profile.lifecycle_at(day(39), &rules), Lifecycle::New);
         assert_eq!(profile.lifecycle_at(day(40), &rules), Lifecycle::Active);
         assert_eq!(profile.lifecycle_at(day(100), &rules), Lifecycle::Churned);
-        profile.last_purchase_at = Some(day(200));
-        profile.reactivated_at = Some(day(200));
+        profile.last_purchase_at = Some(day(200).into());
+        profile.reactivated_at = Some(day(200).into());
         assert_eq!(
             profile.lifecycle_at(day(229), &rules),
             Lifecycle::Reactivated
@@ -475,8 +479,8 @@ mod tests {
         let rules = rules();
         let eur = Currency::parse("EUR").unwrap();
         let mut profile = Profile::new(CustomerId::new("c"), day(0));
-        profile.first_purchase_at = Some(day(0));
-        profile.last_purchase_at = Some(day(100));
+        profile.first_purchase_at = Some(day(0).into());
+        profile.last_purchase_at = Some(day(100).into());
         profile.orders_placed = 5;
         profile.money.add_revenue(eur, 60_000);
         let at = |now| {
