@@ -15,12 +15,19 @@
 //!   one Kafka transaction; any failure aborts it and stops the pipeline, and
 //!   the restart resumes from the last committed transaction.
 //!
-//! Both run on the pipeline thread: the producer's delivery reports settle
-//! [`Batch`]es, and the at-least-once stages advance whenever the loop comes
-//! by, so nothing is awaited per record.
+//! The producer's delivery reports settle [`Batch`]es, so nothing is awaited
+//! per record. Exactly-once runs on the pipeline thread: a cycle's transaction
+//! commits before the next poll, so no transaction is open when a rebalance
+//! changes the group generation. At-least-once runs in [`Background`], on a
+//! thread of its own: queueing a cycle's records into the producer, writing a
+//! flushed task's changelog and storing offsets then overlap with processing
+//! the next batch instead of delaying it (the latency tail was a flush's
+//! records queued while input waited).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -221,15 +228,13 @@ impl AtLeastOnce {
         Ok(())
     }
 
-    /// Waits for the oldest checkpoint's current stage (keeping the consumer
-    /// polled, so that a long wait does not cost the assignment).
+    /// Waits a little for the oldest checkpoint's current stage. (It never polls
+    /// the consumer: a record polled here would be dropped, and with its
+    /// successors' offsets stored, lost.)
     fn wait_for_oldest(&mut self) {
         if let Some(oldest) = self.pending.front() {
             let batch = oldest.batch.clone();
             self.sink.wait(&batch, Duration::from_millis(100));
-            // The inputs are paused while draining; a record that raced the pause
-            // is dropped here, its offset never stored.
-            let _ = self.consumer.poll(Duration::ZERO);
         }
     }
 }
@@ -245,8 +250,9 @@ impl CommitStrategy for AtLeastOnce {
             self.wait_for_oldest();
             self.advance()?;
         }
+        let mut cycle = cycle;
         let batch = Batch::new();
-        for record in &cycle.outputs {
+        for record in &cycle.take_records(&self.encoder) {
             self.sink
                 .send(record, &batch)
                 .with_context(|| format!("queueing a record for {}", record.topic))?;
@@ -279,19 +285,157 @@ impl CommitStrategy for AtLeastOnce {
     }
 }
 
+/// What the pipeline asks of a [`Background`] strategy.
+enum Command {
+    Commit(Box<Cycle>),
+    Settle,
+    Forget(u32),
+}
+
+/// How often the background thread lets its strategy advance when no command comes.
+const BACKGROUND_CHECK_EVERY: Duration = Duration::from_millis(5);
+
+/// Cycles handed to the background thread and not yet taken: beyond this
+/// `commit` waits, which holds the pipeline back when writing falls behind.
+const BACKGROUND_QUEUE: usize = 16;
+
+/// A commit strategy run on a thread of its own, fed in order by the pipeline
+/// thread. Its first error stops it and is returned by the next call.
+pub struct Background {
+    commands: Option<SyncSender<Command>>,
+    settled: Receiver<anyhow::Result<()>>,
+    failure: Arc<Mutex<Option<anyhow::Error>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts `strategy` on a thread named `cxpulse-commit`.
+    pub fn start(mut strategy: impl CommitStrategy + Send + 'static) -> anyhow::Result<Self> {
+        let (commands, received) = mpsc::sync_channel::<Command>(BACKGROUND_QUEUE);
+        let (settle_reply, settled) = mpsc::channel();
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
+        let thread = std::thread::Builder::new()
+            .name("cxpulse-commit".into())
+            .spawn(move || loop {
+                let result = match received.recv_timeout(BACKGROUND_CHECK_EVERY) {
+                    Ok(Command::Commit(cycle)) => strategy.commit(*cycle),
+                    Ok(Command::Settle) => {
+                        let result = strategy.settle();
+                        let failed = result.is_err();
+                        let _ = settle_reply.send(result);
+                        if failed {
+                            return;
+                        }
+                        Ok(())
+                    }
+                    Ok(Command::Forget(task)) => {
+                        strategy.forget(task);
+                        Ok(())
+                    }
+                    Err(RecvTimeoutError::Timeout) => strategy.check(),
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                if let Err(error) = result {
+                    *failed.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                    return;
+                }
+            })
+            .context("starting the commit thread")?;
+        Ok(Background {
+            commands: Some(commands),
+            settled,
+            failure,
+            thread: Some(thread),
+        })
+    }
+
+    /// Fails once the background thread stopped: with its error the first time.
+    fn failure(&self) -> anyhow::Result<()> {
+        let error = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(error) = error {
+            return Err(error);
+        }
+        if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
+            anyhow::bail!("the commit thread stopped");
+        }
+        Ok(())
+    }
+
+    fn send(&self, command: Command) -> anyhow::Result<()> {
+        let sent = self
+            .commands
+            .as_ref()
+            .is_some_and(|commands| commands.send(command).is_ok());
+        if sent {
+            return Ok(());
+        }
+        self.failure()?;
+        anyhow::bail!("the commit thread stopped")
+    }
+}
+
+impl CommitStrategy for Background {
+    fn check(&mut self) -> anyhow::Result<()> {
+        self.failure()
+    }
+
+    fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()> {
+        self.failure()?;
+        self.send(Command::Commit(Box::new(cycle)))
+    }
+
+    fn settle(&mut self) -> anyhow::Result<()> {
+        self.send(Command::Settle)?;
+        match self.settled.recv() {
+            Ok(result) => result,
+            Err(_) => {
+                self.failure()?;
+                anyhow::bail!("the commit thread stopped")
+            }
+        }
+    }
+
+    fn forget(&mut self, task: u32) {
+        // A stopped thread forgets nothing; its error comes with the next call.
+        let _ = self.send(Command::Forget(task));
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has done what was queued.
+        self.commands = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Outputs, changelog and offsets of each cycle in one transaction.
 pub struct ExactlyOnce {
     consumer: Arc<InputConsumer>,
     sink: Sink,
+    encoder: Encoder,
     changelog_topic: String,
 }
 
 impl ExactlyOnce {
     /// Commits through `sink`'s transactional producer.
-    pub fn new(consumer: Arc<InputConsumer>, sink: Sink, changelog_topic: String) -> Self {
+    pub fn new(
+        consumer: Arc<InputConsumer>,
+        sink: Sink,
+        encoder: Encoder,
+        changelog_topic: String,
+    ) -> Self {
         ExactlyOnce {
             consumer,
             sink,
+            encoder,
             changelog_topic,
         }
     }
@@ -301,7 +445,7 @@ impl CommitStrategy for ExactlyOnce {
     /// Exactly-once: outputs, changelog and input offsets of one cycle in one transaction.
     /// Any failure aborts it and stops the pipeline; the restart restores the state of
     /// the last committed transaction and replays from its offsets.
-    fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()> {
+    fn commit(&mut self, mut cycle: Cycle) -> anyhow::Result<()> {
         let timeout = Duration::from_secs(30);
         let group = self
             .consumer
@@ -311,7 +455,7 @@ impl CommitStrategy for ExactlyOnce {
         // A failed delivery fails the commit: the transaction is then aborted.
         let batch = Batch::new();
         let result = (|| -> anyhow::Result<()> {
-            for record in &cycle.outputs {
+            for record in &cycle.take_records(&self.encoder) {
                 self.sink.send(record, &batch)?;
             }
             for (task, key, value) in &cycle.changelog {
@@ -370,4 +514,100 @@ fn dead_letter_of_refused(
             message.topic()
         ),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a strategy was asked, in order.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Call {
+        Commit(u64),
+        Settle,
+        Forget(u32),
+    }
+
+    /// Records calls; fails the commit of a cycle whose `applied` is `fail_at`.
+    struct Recording {
+        calls: Arc<Mutex<Vec<Call>>>,
+        fail_at: Option<u64>,
+        slow: Duration,
+    }
+
+    impl CommitStrategy for Recording {
+        fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()> {
+            std::thread::sleep(self.slow);
+            self.calls.lock().unwrap().push(Call::Commit(cycle.applied));
+            if Some(cycle.applied) == self.fail_at {
+                anyhow::bail!("cycle {} failed", cycle.applied);
+            }
+            Ok(())
+        }
+        fn settle(&mut self) -> anyhow::Result<()> {
+            self.calls.lock().unwrap().push(Call::Settle);
+            Ok(())
+        }
+        fn forget(&mut self, task: u32) {
+            self.calls.lock().unwrap().push(Call::Forget(task));
+        }
+    }
+
+    fn cycle(applied: u64) -> Cycle {
+        Cycle {
+            applied,
+            ..Cycle::default()
+        }
+    }
+
+    fn background(fail_at: Option<u64>, slow: Duration) -> (Background, Arc<Mutex<Vec<Call>>>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let strategy = Recording {
+            calls: calls.clone(),
+            fail_at,
+            slow,
+        };
+        (Background::start(strategy).unwrap(), calls)
+    }
+
+    #[test]
+    fn background_keeps_the_order_and_settle_waits_for_everything_before_it() {
+        let (mut background, calls) = background(None, Duration::from_millis(2));
+        for applied in 1..=30 {
+            background.commit(cycle(applied)).unwrap();
+        }
+        background.forget(7);
+        background.settle().unwrap();
+        // Everything handed over before settle was done when it returned.
+        let mut expected: Vec<Call> = (1..=30).map(Call::Commit).collect();
+        expected.extend([Call::Forget(7), Call::Settle]);
+        assert_eq!(*calls.lock().unwrap(), expected);
+        drop(background);
+    }
+
+    #[test]
+    fn background_failure_stops_it_and_is_returned_by_the_next_call() {
+        let (mut background, calls) = background(Some(2), Duration::ZERO);
+        background.commit(cycle(1)).unwrap();
+        background.commit(cycle(2)).unwrap();
+        let error = background.settle().unwrap_err();
+        assert!(error.to_string().contains("cycle 2 failed"), "{error:#}");
+        // Stopped: nothing after the failure reaches the strategy.
+        assert!(background.commit(cycle(3)).is_err());
+        assert!(background.check().is_err());
+        assert_eq!(
+            *calls.lock().unwrap(),
+            vec![Call::Commit(1), Call::Commit(2)]
+        );
+    }
+
+    #[test]
+    fn background_drop_finishes_what_was_handed_over() {
+        let (mut background, calls) = background(None, Duration::from_millis(5));
+        for applied in 1..=5 {
+            background.commit(cycle(applied)).unwrap();
+        }
+        drop(background);
+        assert_eq!(calls.lock().unwrap().len(), 5);
+    }
 }

@@ -18,7 +18,7 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use tracing::{info, warn};
 
-use crate::commit::{AtLeastOnce, CommitStrategy, ExactlyOnce};
+use crate::commit::{AtLeastOnce, Background, CommitStrategy, ExactlyOnce};
 use crate::config::{ClientRole, Config, Guarantee};
 use crate::event::{EventTime, Source};
 use crate::output::{Encoder, PRODUCER_MAX_RECORD_BYTES};
@@ -228,15 +228,16 @@ impl Loop {
     fn run(mut self) -> anyhow::Result<()> {
         let changelog = self.config.topics.changelog.clone();
         let mut strategy: Box<dyn CommitStrategy> = match self.config.processing.guarantee {
-            Guarantee::AtLeastOnce => Box::new(AtLeastOnce::new(
+            Guarantee::AtLeastOnce => Box::new(Background::start(AtLeastOnce::new(
                 self.consumer.clone(),
                 self.sink.clone(),
                 self.encoder.clone(),
                 changelog,
-            )),
+            ))?),
             Guarantee::ExactlyOnce => Box::new(ExactlyOnce::new(
                 self.consumer.clone(),
                 self.sink.clone(),
+                self.encoder.clone(),
                 changelog,
             )),
         };

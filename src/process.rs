@@ -29,7 +29,7 @@ use crate::config::{Config, Guarantee};
 use crate::decode::{DecodeError, Decoder};
 use crate::event::{CustomerId, Event, EventTime, Source};
 use crate::output::{timer_profile_id, DeadLetter, Encoder, Header, OutputRecord, SourcePosition};
-use crate::task::{changelog, Emitted, Outcome, Task};
+use crate::task::{changelog, Emitted, Outcome, Profile, Task};
 use crate::telemetry::{self, EventCounters, TopicCounters, WindowGauges};
 use crate::window::FinalWindow;
 
@@ -65,11 +65,24 @@ type Decoded = (InputRecord, Result<Event, DecodeError>);
 /// A change of task state: (task, key, value; `None` deletes).
 pub type StateChange = (u32, Vec<u8>, Option<Vec<u8>>);
 
+/// A changed profile of a flushed task, as it was at the flush, with the id
+/// of its `cx.profiles` record: encoded by [`Cycle::take_records`], which
+/// under at-least-once runs on the commit thread, off the pipeline's path.
+#[derive(Debug)]
+pub struct ProfileToPublish {
+    /// The profile at the flush.
+    pub profile: Profile,
+    /// The record's deterministic id.
+    pub event_id: String,
+}
+
 /// What one processing cycle produced.
 #[derive(Debug, Default)]
 pub struct Cycle {
     /// Output records, in the order they must be written.
     pub outputs: Vec<OutputRecord>,
+    /// Profiles to publish on `cx.profiles` after `outputs`.
+    pub profiles: Vec<ProfileToPublish>,
     /// State changes of the tasks this cycle flushed, since their previous flush.
     pub changelog: Vec<StateChange>,
     /// Tasks whose state this cycle flushed: with `changelog` written, every
@@ -89,9 +102,21 @@ impl Cycle {
     /// True when the cycle has nothing to write or commit.
     pub fn is_empty(&self) -> bool {
         self.outputs.is_empty()
+            && self.profiles.is_empty()
             && self.offsets.is_empty()
             && self.changelog.is_empty()
             && self.flushed.is_empty()
+    }
+
+    /// Takes the cycle's records in the order they must be written: `outputs`,
+    /// then the `cx.profiles` records of `profiles`, encoded by `encoder`.
+    pub fn take_records(&mut self, encoder: &Encoder) -> Vec<OutputRecord> {
+        let mut records = std::mem::take(&mut self.outputs);
+        records.extend(self.profiles.drain(..).map(|published| {
+            let record = encoder.profile_with_id(&published.profile, published.event_id);
+            encoder.within_limits(record, None)
+        }));
+        records
     }
 }
 
@@ -352,8 +377,10 @@ impl Processor {
                 .id("profile"),
                 ProfileChange::Timer(cause) => timer_profile_id(&customer_id, &cause),
             };
-            let record = self.encoder.profile_with_id(profile, event_id);
-            cycle.outputs.push(self.encoder.within_limits(record, None));
+            cycle.profiles.push(ProfileToPublish {
+                profile: profile.clone(),
+                event_id,
+            });
         }
         cycle.flushed.insert(task_id);
     }

@@ -150,7 +150,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     prop_assume!(!generated.arrivals.is_empty());
     // The very cycle the pipeline runs, in batches of the case's size.
     let encoder = Encoder::new(config.topics.clone(), Format::Json, "exactness");
-    let mut processor = Processor::new(&config, encoder);
+    let mut processor = Processor::new(&config, encoder.clone());
     let settings = Arc::new(TaskSettings::from_config(&config));
     // Wall clock: constant while records flow, so no partition is idle (1 ms timeout) until the end.
     let wall = EventTime::now();
@@ -204,8 +204,8 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     }
     let mut written = Vec::new();
     for batch in records.chunks(case.batch) {
-        let cycle = processor.process(batch.to_vec(), &mut tasks, wall, &health);
-        written.extend(cycle.outputs);
+        let mut cycle = processor.process(batch.to_vec(), &mut tasks, wall, &health);
+        written.extend(cycle.take_records(&encoder));
     }
     // Late surveys: only those every window of which is final by now.
     let largest = rules
@@ -221,13 +221,17 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         .filter(|input| input.at < closed_before)
         .map(|input| record(input.topic(), input.json.as_bytes(), Some(input)))
         .collect();
-    written.extend(processor.process(late, &mut tasks, wall, &health).outputs);
+    written.extend(
+        processor
+            .process(late, &mut tasks, wall, &health)
+            .take_records(&encoder),
+    );
     // Every partition idle: the watermark follows the wall clock to well past the data.
     let later = wall.plus_millis(40 * DAY);
     written.extend(
         processor
             .process(Vec::new(), &mut tasks, later, &health)
-            .outputs,
+            .take_records(&encoder),
     );
     let watermark = tasks[&0].watermark().millis();
     let dead_letters = written

@@ -21,8 +21,5 @@ fn state_bytes_per_customer_for_100k_customers() {
     // 303 here when written (fixed parts weigh more at 100k than at the
     // bench's 1M, which measured 289): a regression of a few bytes per
     // customer is a megabyte per million customers, so the bound is close.
-    assert!(
-        per_customer < 320.0,
-        "{per_customer:.0} bytes per customer"
-    );
+    assert!(per_customer < 320.0, "{per_customer:.0} bytes per customer");
 }
