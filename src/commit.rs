@@ -305,6 +305,8 @@ pub struct Background {
     commands: Option<SyncSender<Command>>,
     settled: Receiver<anyhow::Result<()>>,
     failure: Arc<Mutex<Option<anyhow::Error>>>,
+    /// Set once an error was returned: the thread stops, if not yet stopped.
+    stopped: bool,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -346,27 +348,30 @@ impl Background {
             commands: Some(commands),
             settled,
             failure,
+            stopped: false,
             thread: Some(thread),
         })
     }
 
     /// Fails once the background thread stopped: with its error the first time.
-    fn failure(&self) -> anyhow::Result<()> {
+    fn failure(&mut self) -> anyhow::Result<()> {
         let error = self
             .failure
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(error) = error {
+            // The thread may still be on its way out: remember that it stops.
+            self.stopped = true;
             return Err(error);
         }
-        if self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
+        if self.stopped || self.thread.as_ref().is_none_or(JoinHandle::is_finished) {
             anyhow::bail!("the commit thread stopped");
         }
         Ok(())
     }
 
-    fn send(&self, command: Command) -> anyhow::Result<()> {
+    fn send(&mut self, command: Command) -> anyhow::Result<()> {
         let sent = self
             .commands
             .as_ref()
