@@ -244,13 +244,12 @@ impl CommitStrategy for AtLeastOnce {
         self.advance()
     }
 
-    fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()> {
+    fn commit(&mut self, mut cycle: Cycle) -> anyhow::Result<()> {
         self.advance()?;
         while self.pending.len() >= MAX_PENDING_CYCLES {
             self.wait_for_oldest();
             self.advance()?;
         }
-        let mut cycle = cycle;
         let batch = Batch::new();
         for record in &cycle.take_records(&self.encoder) {
             self.sink
@@ -371,16 +370,23 @@ impl Background {
         Ok(())
     }
 
+    /// Why the thread no longer answers: its error, if not yet returned.
+    fn stopped_error(&mut self) -> anyhow::Error {
+        self.failure()
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the commit thread stopped"))
+    }
+
     fn send(&mut self, command: Command) -> anyhow::Result<()> {
         let sent = self
             .commands
             .as_ref()
             .is_some_and(|commands| commands.send(command).is_ok());
         if sent {
-            return Ok(());
+            Ok(())
+        } else {
+            Err(self.stopped_error())
         }
-        self.failure()?;
-        anyhow::bail!("the commit thread stopped")
     }
 }
 
@@ -396,13 +402,9 @@ impl CommitStrategy for Background {
 
     fn settle(&mut self) -> anyhow::Result<()> {
         self.send(Command::Settle)?;
-        match self.settled.recv() {
-            Ok(result) => result,
-            Err(_) => {
-                self.failure()?;
-                anyhow::bail!("the commit thread stopped")
-            }
-        }
+        self.settled
+            .recv()
+            .unwrap_or_else(|_| Err(self.stopped_error()))
     }
 
     fn forget(&mut self, task: u32) {
