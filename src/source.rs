@@ -11,7 +11,7 @@
 //! offsets every `commit_interval` and on revocation.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,8 +48,34 @@ pub enum Assignment {
 #[derive(Default)]
 pub struct SourceContext {
     changes: Mutex<Vec<Assignment>>,
-    /// Records not yet handed to the application, per (topic, partition), from statistics.
-    lag: Mutex<HashMap<(String, i32), i64>>,
+    /// Consumer lag of the partitions this member owns, from statistics.
+    lag: Mutex<PartitionLag>,
+}
+
+/// The partitions this member owns and their last reported lag.
+///
+/// Ownership comes from the rebalance callbacks, not from the statistics: a
+/// statistics report made just before a revocation can be served just after
+/// it, still calling the revoked partitions desired, and would bring their
+/// lag gauges back from zero (double counted by `sum()` across pods).
+#[derive(Default)]
+struct PartitionLag {
+    /// (topic, partition) pairs assigned to this member.
+    owned: HashSet<(String, i32)>,
+    /// Records not yet handed to the application, per owned (topic, partition).
+    records: HashMap<(String, i32), i64>,
+}
+
+impl PartitionLag {
+    /// Forgets a partition and zeroes its gauge if one was reported.
+    fn forget(&mut self, topic: &str, partition: i32) {
+        let key = (topic.to_string(), partition);
+        self.owned.remove(&key);
+        if self.records.remove(&key).is_some() {
+            gauge!(telemetry::CONSUMER_LAG, "topic" => key.0, "partition" => key.1.to_string())
+                .set(0.0);
+        }
+    }
 }
 
 impl SourceContext {
@@ -76,7 +102,8 @@ impl SourceContext {
             .lag
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lag.get(&(topic.to_string(), partition))
+        lag.records
+            .get(&(topic.to_string(), partition))
             .is_some_and(|lag| *lag > 0)
     }
 
@@ -145,45 +172,43 @@ impl ClientContext for SourceContext {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for (topic, topic_stats) in &statistics.topics {
             for (partition, stats) in &topic_stats.partitions {
-                // Partition -1 is librdkafka's internal UA partition.
-                if *partition < 0 {
+                let key = (topic.clone(), *partition);
+                // Lag -1 means unknown; partition -1 is librdkafka's internal UA
+                // partition and is never owned.
+                if !lag.owned.contains(&key) || !stats.desired || stats.consumer_lag < 0 {
                     continue;
                 }
-                let gauge = gauge!(telemetry::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string());
-                // A partition revoked from this member stays in the statistics with its
-                // last lag: zeroed, so that sum() across pods counts each partition once.
-                if !stats.desired {
-                    if lag.remove(&(topic.clone(), *partition)).is_some() {
-                        gauge.set(0.0);
-                    }
-                    continue;
-                }
-                // Lag -1 means unknown.
-                if stats.consumer_lag < 0 {
-                    continue;
-                }
-                gauge.set(stats.consumer_lag as f64);
-                lag.insert((topic.clone(), *partition), stats.consumer_lag);
+                gauge!(telemetry::CONSUMER_LAG, "topic" => topic.clone(), "partition" => partition.to_string())
+                    .set(stats.consumer_lag as f64);
+                lag.records.insert(key, stats.consumer_lag);
             }
         }
     }
 }
 
 impl SourceContext {
+    /// Records partitions this member now owns; their lag is reported from the next statistics.
+    fn own(&self, assigned: &TopicPartitionList) {
+        let mut lag = self
+            .lag
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for element in assigned.elements() {
+            lag.owned
+                .insert((element.topic().to_string(), element.partition()));
+        }
+    }
+
     /// Zeroes the lag gauges of partitions this member gives up, at once: the
-    /// statistics would do it only at their next report (up to a second later),
-    /// and meanwhile `sum()` across pods would count those partitions twice.
-    fn zero_lag(&self, revoked: &TopicPartitionList) {
+    /// statistics would stop reporting them only at their next report, and
+    /// meanwhile `sum()` across pods would count those partitions twice.
+    fn disown(&self, revoked: &TopicPartitionList) {
         let mut lag = self
             .lag
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         for element in revoked.elements() {
-            let key = (element.topic().to_string(), element.partition());
-            if lag.remove(&key).is_some() {
-                gauge!(telemetry::CONSUMER_LAG, "topic" => key.0, "partition" => key.1.to_string())
-                    .set(0.0);
-            }
+            lag.forget(element.topic(), element.partition());
         }
     }
 }
@@ -199,7 +224,7 @@ impl ConsumerContext for SourceContext {
                     warn!(%error, "commit on revoke failed; records may be processed again")
                 }
             }
-            self.zero_lag(tpl);
+            self.disown(tpl);
             let tasks = tasks_of(tpl);
             info!(?tasks, "tasks revoked");
             self.push(Assignment::Revoked(tasks));
@@ -209,6 +234,7 @@ impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.own(tpl);
                 let tasks = tasks_of(tpl);
                 info!(?tasks, "tasks assigned");
                 self.push(Assignment::Assigned(tasks));
@@ -516,5 +542,67 @@ impl InputSource {
             }
         }
         records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::statistics::{Partition, Topic};
+
+    fn partitions(topic: &str, partitions: &[i32]) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for partition in partitions {
+            list.add_partition(topic, *partition);
+        }
+        list
+    }
+
+    /// A report in which every listed partition is desired with the given lag.
+    fn report(topic: &str, lags: &[(i32, i64)]) -> Statistics {
+        let partitions = lags
+            .iter()
+            .map(|&(partition, consumer_lag)| {
+                let stats = Partition {
+                    partition,
+                    desired: true,
+                    consumer_lag,
+                    ..Partition::default()
+                };
+                (partition, stats)
+            })
+            .collect();
+        let topic_stats = Topic {
+            topic: topic.to_string(),
+            partitions,
+            ..Topic::default()
+        };
+        Statistics {
+            topics: HashMap::from([(topic.to_string(), topic_stats)]),
+            ..Statistics::default()
+        }
+    }
+
+    #[test]
+    fn lag_is_kept_only_for_owned_partitions() {
+        let context = SourceContext::default();
+        context.own(&partitions("cx.purchases", &[0, 1]));
+        context.stats(report("cx.purchases", &[(0, 5), (1, 0), (2, 7)]));
+        assert!(context.has_backlog("cx.purchases", 0));
+        assert!(!context.has_backlog("cx.purchases", 1));
+        assert!(!context.has_backlog("cx.purchases", 2), "never owned");
+    }
+
+    #[test]
+    fn a_report_made_before_a_revocation_does_not_bring_its_lag_back() {
+        let context = SourceContext::default();
+        context.own(&partitions("cx.purchases", &[0, 3]));
+        context.stats(report("cx.purchases", &[(0, 5), (3, 300)]));
+        context.disown(&partitions("cx.purchases", &[3]));
+        assert!(!context.has_backlog("cx.purchases", 3));
+        // Served after the revocation, it still calls partition 3 desired.
+        context.stats(report("cx.purchases", &[(0, 5), (3, 300)]));
+        assert!(!context.has_backlog("cx.purchases", 3));
+        assert!(context.has_backlog("cx.purchases", 0));
     }
 }
