@@ -59,19 +59,24 @@ impl EventTime {
 
     /// Formats as RFC 3339 in UTC with millisecond precision (`2026-01-02T03:04:05.678Z`).
     pub fn to_rfc3339(self) -> String {
-        // Every output record carries several of these: formatted by hand for the
-        // four-digit years all real data has (chrono's formatter showed in the
-        // profile), by chrono otherwise.
+        match self.rfc3339_bytes() {
+            // The bytes are ASCII digits and separators.
+            Some(text) => String::from_utf8(text.to_vec()).unwrap_or_default(),
+            None => self.to_rfc3339_by_chrono(),
+        }
+    }
+
+    /// The RFC 3339 text of a four-digit year, on the stack: every output record
+    /// carries several of these, so they are formatted by hand (chrono's
+    /// formatter showed in the profile) without allocating.
+    fn rfc3339_bytes(self) -> Option<[u8; 24]> {
         let (days, in_day) = (
             self.millis().div_euclid(86_400_000),
             self.millis().rem_euclid(86_400_000),
         );
         let (year, month, day) = civil_from_days(days);
         if !(0..=9999).contains(&year) {
-            return match DateTime::<Utc>::from_timestamp_millis(self.millis()) {
-                Some(time) => time.to_rfc3339_opts(SecondsFormat::Millis, true),
-                None => String::from("invalid-time"),
-            };
+            return None;
         }
         let fields = [
             (year, 4, b'-'),
@@ -82,14 +87,25 @@ impl EventTime {
             (in_day / 1000 % 60, 2, b'.'),
             (in_day % 1000, 3, b'Z'),
         ];
-        let mut text = Vec::with_capacity(24);
+        let mut text = [0u8; 24];
+        let mut at = 0;
         for (value, digits, separator) in fields {
             for place in (0..digits).rev() {
-                text.push(b'0' + (value / 10_i64.pow(place) % 10) as u8);
+                text[at] = b'0' + (value / 10_i64.pow(place) % 10) as u8;
+                at += 1;
             }
-            text.push(separator);
+            text[at] = separator;
+            at += 1;
         }
-        String::from_utf8(text).unwrap_or_default()
+        Some(text)
+    }
+
+    /// Years outside 0-9999 (RFC 3339 has none; chrono writes them signed).
+    fn to_rfc3339_by_chrono(self) -> String {
+        match DateTime::<Utc>::from_timestamp_millis(self.millis()) {
+            Some(time) => time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            None => String::from("invalid-time"),
+        }
     }
 }
 
@@ -137,9 +153,13 @@ impl<'de> Deserialize<'de> for EventTime {
     }
 }
 
+/// RFC 3339, as [`EventTime::to_rfc3339`]; serialisers write it without allocating.
 impl fmt::Display for EventTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_rfc3339())
+        match self.rfc3339_bytes() {
+            Some(text) => f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?),
+            None => f.write_str(&self.to_rfc3339_by_chrono()),
+        }
     }
 }
 

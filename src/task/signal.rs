@@ -47,6 +47,19 @@ impl SignalKind {
             SignalKind::VipAtRisk => "vip_at_risk",
         }
     }
+
+    /// The CloudEvents `ce_type` of its records: `io.cxpulse.signal.{name}.v1`.
+    pub fn ce_type(self) -> &'static str {
+        match self {
+            SignalKind::DetractorResponse => "io.cxpulse.signal.detractor_response.v1",
+            SignalKind::SlaBreached => "io.cxpulse.signal.sla_breached.v1",
+            SignalKind::TicketReopened => "io.cxpulse.signal.ticket_reopened.v1",
+            SignalKind::CustomerChurned => "io.cxpulse.signal.customer_churned.v1",
+            SignalKind::CustomerReactivated => "io.cxpulse.signal.customer_reactivated.v1",
+            SignalKind::SegmentChanged => "io.cxpulse.signal.segment_changed.v1",
+            SignalKind::VipAtRisk => "io.cxpulse.signal.vip_at_risk.v1",
+        }
+    }
 }
 
 /// What caused a signal; it makes the signal's id deterministic.

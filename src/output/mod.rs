@@ -6,8 +6,10 @@
 //! the window identity, so a record produced again after a crash carries
 //! the same id and consumers can de-duplicate.
 
+mod json;
+
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prost::Message;
 use rdkafka::message::OwnedHeaders;
@@ -167,8 +169,8 @@ struct OutputTopics {
 pub struct Encoder {
     topics: OutputTopics,
     format: Format,
-    /// CloudEvents `ce_source`.
-    source: String,
+    /// CloudEvents `ce_source`, shared by every record (see [`interned`]).
+    source: &'static [u8],
     /// The largest record the producer sends (`message.max.bytes`).
     producer_max_bytes: usize,
     /// The largest record each topic accepts (`max.message.bytes`), where known.
@@ -187,7 +189,7 @@ impl Encoder {
                 dlq: Arc::from(topics.dlq.as_str()),
             },
             format,
-            source: format!("/cxpulse/{source}"),
+            source: interned(format!("/cxpulse/{source}")),
             producer_max_bytes: PRODUCER_MAX_RECORD_BYTES,
             topic_max_bytes: Default::default(),
         }
@@ -239,26 +241,23 @@ impl Encoder {
         })
     }
 
-    fn record<M: Message + serde::Serialize>(
+    /// `message` in the configured format.
+    fn value<M: Message + serde::Serialize>(&self, message: &M) -> Vec<u8> {
+        match self.format {
+            Format::Json => json_value(message),
+            Format::Protobuf => message.encode_to_vec(),
+        }
+    }
+
+    fn record(
         &self,
         topic: &Arc<str>,
         key: Vec<u8>,
-        message: &M,
+        value: Vec<u8>,
         event_id: String,
         ce_type: Cow<'static, str>,
         ce_time: String,
     ) -> OutputRecord {
-        let value = match self.format {
-            Format::Json => {
-                // Sized for a typical record at once: growing from serde_json's
-                // default 128 bytes copied every record two or three times.
-                let mut value = Vec::with_capacity(JSON_RECORD_CAPACITY);
-                // Serialising generated structs of strings, numbers and maps cannot fail.
-                let _ = serde_json::to_writer(&mut value, message);
-                value
-            }
-            Format::Protobuf => message.encode_to_vec(),
-        };
         let ce_type = match ce_type {
             Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
             Cow::Owned(name) => Cow::Owned(name.into_bytes()),
@@ -267,7 +266,7 @@ impl Encoder {
             header("ce_specversion", b"1.0".as_slice()),
             header("ce_id", event_id.into_bytes()),
             header("ce_type", ce_type),
-            header("ce_source", self.source.as_bytes().to_vec()),
+            header("ce_source", self.source),
             header("ce_time", ce_time.into_bytes()),
             header("content-type", self.format.content_type().as_bytes()),
         ];
@@ -290,7 +289,7 @@ impl Encoder {
         self.record(
             &self.topics.profiles,
             profile.customer_id.as_str().as_bytes().to_vec(),
-            &profile_message(profile),
+            self.value(&profile_message(profile)),
             event_id,
             Cow::Borrowed("io.cxpulse.profile.v1"),
             profile.as_of.get().to_rfc3339(),
@@ -307,25 +306,26 @@ impl Encoder {
                 format!("{}/{kind}/{}", signal.customer_id, signal.at.millis())
             }
         };
-        let message = proto::Signal {
-            event_id: event_id.clone(),
-            r#type: kind.to_string(),
-            customer_id: signal.customer_id.to_string(),
-            occurred_at: signal.at.to_rfc3339(),
-            ticket_id: signal.ticket_id.as_ref().map(|id| id.to_string()),
-            segment: signal.segment.name().to_string(),
-            previous_segment: signal
-                .previous_segment
-                .map(|segment| segment.name().to_string()),
-            lifecycle: signal.lifecycle.name().to_string(),
+        let value = match self.format {
+            Format::Json => json_value(&json::Signal {
+                event_id: &event_id,
+                kind,
+                customer_id: signal.customer_id.as_str(),
+                occurred_at: signal.at,
+                ticket_id: signal.ticket_id.as_ref().map(|id| id.as_str()),
+                segment: signal.segment.name(),
+                previous_segment: signal.previous_segment.map(|segment| segment.name()),
+                lifecycle: signal.lifecycle.name(),
+            }),
+            Format::Protobuf => signal_message(signal, &event_id).encode_to_vec(),
         };
         self.record(
             &self.topics.signals,
             signal.customer_id.as_str().as_bytes().to_vec(),
-            &message,
+            value,
             event_id,
-            Cow::Owned(format!("io.cxpulse.signal.{kind}.v1")),
-            message.occurred_at.clone(),
+            Cow::Borrowed(signal.kind.ce_type()),
+            signal.at.to_rfc3339(),
         )
     }
 
@@ -337,62 +337,19 @@ impl Encoder {
         position: &SourcePosition,
     ) -> OutputRecord {
         let event_id = position.id("enriched");
-        let mut message = proto::EnrichedEvent {
-            event_id: event_id.clone(),
-            source_event_id: event.event_id.to_string(),
-            customer_id: event.customer_id.to_string(),
-            r#type: event.type_name().to_string(),
-            occurred_at: event.occurred_at.to_rfc3339(),
-            source_topic: position.topic.clone(),
-            source_partition: position.partition,
-            source_offset: position.offset,
-            context: Some(proto::ProfileContext {
-                segment: profile.segment.name().to_string(),
-                lifecycle: profile.lifecycle.name().to_string(),
-                net_value_minor: money(&profile.net_value_minor()),
-                last_nps_category: profile.last_nps_category().map(|c| c.name().to_string()),
-                open_tickets: profile.open_tickets.into(),
-            }),
-            ..Default::default()
+        let value = match self.format {
+            Format::Json => json_value(&enriched_json(event, profile, position, &event_id)),
+            Format::Protobuf => {
+                enriched_message(event, profile, position, &event_id).encode_to_vec()
+            }
         };
-        match &event.body {
-            EventBody::Purchase(purchase) => {
-                message.order_id = Some(purchase.order_id.to_string());
-                message.channel = purchase.channel.clone();
-                if let PurchaseAction::Placed { amount } | PurchaseAction::Returned { amount } =
-                    purchase.action
-                {
-                    message.amount_minor = Some(amount.amount.0);
-                    message.currency = Some(amount.currency.to_string());
-                }
-            }
-            EventBody::Ticket(ticket) => {
-                message.ticket_id = Some(ticket.ticket_id.to_string());
-                if let TicketAction::Opened { channel, .. } = ticket.action {
-                    message.channel = Some(channel.name().to_string());
-                }
-            }
-            EventBody::Survey(survey) => {
-                message.survey_id = Some(survey.survey_id.to_string());
-                message.ticket_id = survey.ticket_id.as_ref().map(|id| id.to_string());
-                message.order_id = survey.order_id.as_ref().map(|id| id.to_string());
-                let (score, scale_max) = match survey.response {
-                    SurveyResponse::Nps { score } => (score, 10),
-                    SurveyResponse::Csat { score, scale_max }
-                    | SurveyResponse::Ces { score, scale_max } => (score, scale_max),
-                };
-                message.score = Some(i64::from(score));
-                message.scale_max = Some(i64::from(scale_max));
-            }
-        }
-        let ce_type = Cow::Owned(format!("io.cxpulse.enriched.{}.v1", event.type_name()));
         self.record(
             &self.topics.enriched,
             event.customer_id.as_str().as_bytes().to_vec(),
-            &message,
+            value,
             event_id,
-            ce_type,
-            message.occurred_at.clone(),
+            enriched_ce_type(event.type_name()),
+            event.occurred_at.to_rfc3339(),
         )
     }
 
@@ -403,7 +360,7 @@ impl Encoder {
         self.record(
             &self.topics.metrics,
             key.clone().into_bytes(),
-            &window_result(window, task),
+            self.value(&window_result(window, task)),
             key,
             Cow::Borrowed("io.cxpulse.window.v1"),
             end,
@@ -483,6 +440,210 @@ fn money(
         .iter()
         .map(|(currency, amount)| (currency.to_string(), *amount))
         .collect()
+}
+
+/// `message` as JSON.
+fn json_value<T: serde::Serialize>(message: &T) -> Vec<u8> {
+    // Sized for a typical record at once: growing from serde_json's default 128
+    // bytes copied every record two or three times.
+    let mut value = Vec::with_capacity(JSON_RECORD_CAPACITY);
+    // Serialising structs of strings, numbers and maps cannot fail.
+    let _ = serde_json::to_writer(&mut value, message);
+    value
+}
+
+/// The `ce_type` of the enriched event of an event of type `type_name`:
+/// borrowed for every type there is, so that no record formats it.
+fn enriched_ce_type(type_name: &str) -> Cow<'static, str> {
+    const TYPES: [(&str, &str); 11] = [
+        ("purchase.placed", "io.cxpulse.enriched.purchase.placed.v1"),
+        (
+            "purchase.fulfilled",
+            "io.cxpulse.enriched.purchase.fulfilled.v1",
+        ),
+        (
+            "purchase.returned",
+            "io.cxpulse.enriched.purchase.returned.v1",
+        ),
+        ("ticket.opened", "io.cxpulse.enriched.ticket.opened.v1"),
+        (
+            "ticket.agent_replied",
+            "io.cxpulse.enriched.ticket.agent_replied.v1",
+        ),
+        (
+            "ticket.customer_replied",
+            "io.cxpulse.enriched.ticket.customer_replied.v1",
+        ),
+        ("ticket.resolved", "io.cxpulse.enriched.ticket.resolved.v1"),
+        ("ticket.reopened", "io.cxpulse.enriched.ticket.reopened.v1"),
+        ("survey.nps", "io.cxpulse.enriched.survey.nps.v1"),
+        ("survey.csat", "io.cxpulse.enriched.survey.csat.v1"),
+        ("survey.ces", "io.cxpulse.enriched.survey.ces.v1"),
+    ];
+    TYPES
+        .iter()
+        .find(|(name, _)| *name == type_name)
+        .map_or_else(
+            || Cow::Owned(format!("io.cxpulse.enriched.{type_name}.v1")),
+            |(_, ce_type)| Cow::Borrowed(*ce_type),
+        )
+}
+
+/// A `ce_source` value that lives as long as the process: leaked once per
+/// distinct value (one per configuration), so that records borrow it instead
+/// of copying it.
+fn interned(source: String) -> &'static [u8] {
+    static SOURCES: Mutex<Vec<&'static [u8]>> = Mutex::new(Vec::new());
+    let mut sources = SOURCES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(known) = sources.iter().find(|known| **known == source.as_bytes()) {
+        return known;
+    }
+    let leaked: &'static [u8] = Box::leak(source.into_bytes().into_boxed_slice());
+    sources.push(leaked);
+    leaked
+}
+
+/// What an enriched event carries besides its kind's own fields.
+fn enriched_json<'a>(
+    event: &'a Event,
+    profile: &Profile,
+    position: &'a SourcePosition,
+    event_id: &'a str,
+) -> json::Enriched<'a> {
+    let fields = kind_fields(event);
+    json::Enriched {
+        event_id,
+        source_event_id: event.event_id.as_str(),
+        customer_id: event.customer_id.as_str(),
+        kind: event.type_name(),
+        occurred_at: event.occurred_at,
+        source_topic: &position.topic,
+        source_partition: position.partition,
+        source_offset: position.offset,
+        order_id: fields.order_id,
+        ticket_id: fields.ticket_id,
+        survey_id: fields.survey_id,
+        amount_minor: fields.amount_minor,
+        currency: fields.currency,
+        channel: fields.channel,
+        score: fields.score,
+        scale_max: fields.scale_max,
+        context: json::Context {
+            segment: profile.segment.name(),
+            lifecycle: profile.lifecycle.name(),
+            net_value_minor: profile.net_value_minor(),
+            last_nps_category: profile.last_nps_category().map(|c| c.name()),
+            open_tickets: profile.open_tickets.into(),
+        },
+    }
+}
+
+/// The fields of an enriched event that only some kinds of event have.
+#[derive(Default)]
+struct KindFields<'a> {
+    order_id: Option<&'a str>,
+    ticket_id: Option<&'a str>,
+    survey_id: Option<&'a str>,
+    amount_minor: Option<i64>,
+    currency: Option<&'a str>,
+    channel: Option<&'a str>,
+    score: Option<i64>,
+    scale_max: Option<i64>,
+}
+
+fn kind_fields(event: &Event) -> KindFields<'_> {
+    match &event.body {
+        EventBody::Purchase(purchase) => {
+            let amount = match &purchase.action {
+                PurchaseAction::Placed { amount } | PurchaseAction::Returned { amount } => {
+                    Some(amount)
+                }
+                PurchaseAction::Fulfilled { .. } => None,
+            };
+            KindFields {
+                order_id: Some(purchase.order_id.as_str()),
+                channel: purchase.channel.as_deref(),
+                amount_minor: amount.map(|amount| amount.amount.0),
+                currency: amount.map(|amount| amount.currency.as_str()),
+                ..KindFields::default()
+            }
+        }
+        EventBody::Ticket(ticket) => KindFields {
+            ticket_id: Some(ticket.ticket_id.as_str()),
+            channel: match ticket.action {
+                TicketAction::Opened { channel, .. } => Some(channel.name()),
+                _ => None,
+            },
+            ..KindFields::default()
+        },
+        EventBody::Survey(survey) => {
+            let (score, scale_max) = match survey.response {
+                SurveyResponse::Nps { score } => (score, 10),
+                SurveyResponse::Csat { score, scale_max }
+                | SurveyResponse::Ces { score, scale_max } => (score, scale_max),
+            };
+            KindFields {
+                survey_id: Some(survey.survey_id.as_str()),
+                ticket_id: survey.ticket_id.as_ref().map(|id| id.as_str()),
+                order_id: survey.order_id.as_ref().map(|id| id.as_str()),
+                score: Some(i64::from(score)),
+                scale_max: Some(i64::from(scale_max)),
+                ..KindFields::default()
+            }
+        }
+    }
+}
+
+/// The Protobuf message of an enriched event (the JSON is [`enriched_json`]).
+fn enriched_message(
+    event: &Event,
+    profile: &Profile,
+    position: &SourcePosition,
+    event_id: &str,
+) -> proto::EnrichedEvent {
+    let fields = kind_fields(event);
+    let owned = |text: Option<&str>| text.map(str::to_string);
+    proto::EnrichedEvent {
+        event_id: event_id.to_string(),
+        source_event_id: event.event_id.to_string(),
+        customer_id: event.customer_id.to_string(),
+        r#type: event.type_name().to_string(),
+        occurred_at: event.occurred_at.to_rfc3339(),
+        source_topic: position.topic.clone(),
+        source_partition: position.partition,
+        source_offset: position.offset,
+        order_id: owned(fields.order_id),
+        ticket_id: owned(fields.ticket_id),
+        survey_id: owned(fields.survey_id),
+        amount_minor: fields.amount_minor,
+        currency: owned(fields.currency),
+        channel: owned(fields.channel),
+        score: fields.score,
+        scale_max: fields.scale_max,
+        context: Some(proto::ProfileContext {
+            segment: profile.segment.name().to_string(),
+            lifecycle: profile.lifecycle.name().to_string(),
+            net_value_minor: money(&profile.net_value_minor()),
+            last_nps_category: profile.last_nps_category().map(|c| c.name().to_string()),
+            open_tickets: profile.open_tickets.into(),
+        }),
+    }
+}
+
+/// The Protobuf message of a signal (the JSON is [`json::Signal`]).
+fn signal_message(signal: &Signal, event_id: &str) -> proto::Signal {
+    proto::Signal {
+        event_id: event_id.to_string(),
+        r#type: signal.kind.name().to_string(),
+        customer_id: signal.customer_id.to_string(),
+        occurred_at: signal.at.to_rfc3339(),
+        ticket_id: signal.ticket_id.as_ref().map(|id| id.to_string()),
+        segment: signal.segment.name().to_string(),
+        previous_segment: signal
+            .previous_segment
+            .map(|segment| segment.name().to_string()),
+        lifecycle: signal.lifecycle.name().to_string(),
+    }
 }
 
 /// The published form of a profile (`cx.profiles` and the HTTP API).
@@ -660,6 +821,90 @@ mod tests {
         let fits = encoder.profile(&profile, &position);
         let unbounded = Encoder::new(TopicsConfig::default(), Format::Json, "test");
         assert_eq!(unbounded.within_limits(fits.clone(), None), fits);
+    }
+
+    /// The JSON written straight from the domain types is byte for byte what
+    /// serde_json makes of the Protobuf messages, for every kind of event and
+    /// signal a generated population produces, and both formats carry the same
+    /// headers.
+    #[test]
+    fn enriched_and_signal_json_equal_the_protobuf_messages_json() {
+        use crate::generate::population::{Population, PopulationConfig};
+        use crate::task::{Emitted, Outcome, Task, TaskSettings};
+        use std::collections::BTreeSet;
+
+        let json = Encoder::new(TopicsConfig::default(), Format::Json, "test");
+        let protobuf = Encoder::new(TopicsConfig::default(), Format::Protobuf, "test");
+        let settings = Arc::new(TaskSettings::from_config(&crate::config::Config::default()));
+        let wall = EventTime::from_millis(0);
+        let mut task = Task::new(0, settings, wall);
+        let mut emitted = Vec::new();
+        let (mut types, mut kinds) = (BTreeSet::new(), BTreeSet::new());
+        let mut check_signals = |emitted: &mut Vec<Emitted>, position: Option<&SourcePosition>| {
+            for item in emitted.drain(..) {
+                let Emitted::Signal(signal) = item else {
+                    continue;
+                };
+                let record = json.signal(&signal, position);
+                let event_id =
+                    String::from_utf8_lossy(record.header("ce_id").unwrap()).into_owned();
+                let expected = serde_json::to_vec(&signal_message(&signal, &event_id)).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&record.value),
+                    String::from_utf8_lossy(&expected)
+                );
+                assert_eq!(
+                    record.header("ce_type"),
+                    Some(format!("io.cxpulse.signal.{}.v1", signal.kind.name()).as_bytes())
+                );
+                let other = protobuf.signal(&signal, position);
+                assert_eq!(
+                    proto::Signal::decode(other.value.as_slice()).unwrap(),
+                    signal_message(&signal, &event_id)
+                );
+                assert_eq!(record.headers[..5], other.headers[..5]);
+                kinds.insert(signal.kind.name());
+            }
+        };
+        let population = Population::new(PopulationConfig {
+            customers: 200,
+            visits_per_day: 4.0,
+            start: EventTime::from_millis(1_780_000_000_000),
+            max_disorder_millis: 60_000,
+            seed: 11,
+        });
+        for (offset, event) in population.take(20_000).enumerate() {
+            let position = SourcePosition {
+                topic: "cx.\"odd\" topic é".into(),
+                partition: 3,
+                offset: offset as i64,
+            };
+            if let Outcome::Applied { profile, .. } = task.apply(&event, wall, &mut emitted) {
+                let record = json.enriched(&event, profile, &position);
+                let message =
+                    enriched_message(&event, profile, &position, &position.id("enriched"));
+                assert_eq!(
+                    String::from_utf8_lossy(&record.value),
+                    String::from_utf8_lossy(&serde_json::to_vec(&message).unwrap())
+                );
+                assert_eq!(
+                    record.header("ce_type"),
+                    Some(format!("io.cxpulse.enriched.{}.v1", event.type_name()).as_bytes())
+                );
+                let other = protobuf.enriched(&event, profile, &position);
+                assert_eq!(
+                    proto::EnrichedEvent::decode(other.value.as_slice()).unwrap(),
+                    message
+                );
+                assert_eq!(record.headers[..5], other.headers[..5]);
+                types.insert(event.type_name());
+            }
+            check_signals(&mut emitted, Some(&position));
+        }
+        task.tick(EventTime::from_millis(1_900_000_000_000), &mut emitted);
+        check_signals(&mut emitted, None);
+        assert_eq!(types.len(), 11, "every event type: {types:?}");
+        assert!(kinds.len() >= 6, "most signal kinds: {kinds:?}");
     }
 
     #[test]
