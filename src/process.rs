@@ -27,9 +27,9 @@ use tracing::debug;
 
 use crate::config::{Config, Guarantee};
 use crate::decode::{DecodeError, Decoder};
-use crate::event::{CustomerId, Event, EventTime, Source};
+use crate::event::{Event, EventTime, Source};
 use crate::output::{timer_profile_id, DeadLetter, Encoder, Header, OutputRecord, SourcePosition};
-use crate::task::{changelog, Emitted, Outcome, Profile, Task};
+use crate::task::{changelog, CustomerSlot, Emitted, Outcome, Profile, Task};
 use crate::telemetry::{self, EventCounters, TopicCounters, WindowGauges};
 use crate::window::FinalWindow;
 
@@ -164,10 +164,10 @@ struct ChangedProfiles {
 #[derive(Default)]
 struct TaskProfiles {
     /// (customer, last change), in order of first change.
-    order: Vec<(CustomerId, ProfileChange)>,
-    /// Customer → index in `order` (hashbrown's randomly seeded foldhash,
-    /// several times cheaper than SipHash on short ids).
-    index: hashbrown::HashMap<CustomerId, usize>,
+    order: Vec<(CustomerSlot, ProfileChange)>,
+    /// Customer slot → index in `order` (hashbrown's foldhash on a `u32`: no
+    /// id hashed or compared per event).
+    index: hashbrown::HashMap<u32, usize>,
 }
 
 /// What last changed a profile: names its `cx.profiles` record (`ce_id`).
@@ -179,22 +179,20 @@ enum ProfileChange {
 }
 
 impl ChangedProfiles {
-    /// Notes that `customer_id` of `task` changed by `change`.
-    fn note(&mut self, task: u32, customer_id: &CustomerId, change: ProfileChange) {
+    /// Notes that the customer at `customer` of `task` changed by `change`.
+    fn note(&mut self, task: u32, customer: CustomerSlot, change: ProfileChange) {
         let changes = self.by_task.entry(task).or_default();
-        match changes.index.get(customer_id) {
-            Some(&at) => changes.order[at].1 = change,
-            None => {
-                changes
-                    .index
-                    .insert(customer_id.clone(), changes.order.len());
-                changes.order.push((customer_id.clone(), change));
+        match changes.index.entry(customer.0) {
+            hashbrown::hash_map::Entry::Occupied(at) => changes.order[*at.get()].1 = change,
+            hashbrown::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(changes.order.len());
+                changes.order.push((customer, change));
             }
         }
     }
 
     /// The changes noted for `task`, in order, leaving none.
-    fn take(&mut self, task: u32) -> Vec<(CustomerId, ProfileChange)> {
+    fn take(&mut self, task: u32) -> Vec<(CustomerSlot, ProfileChange)> {
         self.by_task
             .remove(&task)
             .map(|changes| changes.order)
@@ -318,7 +316,7 @@ impl Processor {
                     let partition = i32::try_from(task_id).unwrap_or(i32::MAX);
                     cycle
                         .offsets
-                        .insert((counters.topic.clone(), partition), next);
+                        .insert((counters.topic.to_string(), partition), next);
                 }
             }
         }
@@ -364,9 +362,9 @@ impl Processor {
                     .map(|(key, value)| (task_id, key, value)),
             );
         }
-        for (customer_id, change) in self.changed_profiles.take(task_id) {
-            let Some(profile) = task.profile(&customer_id) else {
-                continue; // forgotten meanwhile
+        for (customer, change) in self.changed_profiles.take(task_id) {
+            let Some(profile) = task.profile_at(customer) else {
+                continue;
             };
             let event_id = match change {
                 ProfileChange::Record(source, partition, offset) => SourcePosition {
@@ -375,7 +373,7 @@ impl Processor {
                     offset,
                 }
                 .id("profile"),
-                ProfileChange::Timer(cause) => timer_profile_id(&customer_id, &cause),
+                ProfileChange::Timer(cause) => timer_profile_id(&profile.customer_id, &cause),
             };
             cycle.profiles.push(ProfileToPublish {
                 profile: profile.clone(),
@@ -423,6 +421,7 @@ impl Processor {
         match task.apply(&event, wall, emitted) {
             Outcome::Duplicate => counters.duplicate.increment(1),
             Outcome::Applied {
+                customer,
                 profile,
                 measures,
                 late,
@@ -437,7 +436,7 @@ impl Processor {
                 let at = &record.position;
                 self.changed_profiles.note(
                     task_id,
-                    &profile.customer_id,
+                    customer,
                     ProfileChange::Record(record.source, at.partition, at.offset),
                 );
                 cycle.outputs.push(encoder.within_limits(
@@ -471,12 +470,9 @@ impl Processor {
                     self.encoder
                         .within_limits(self.encoder.signal(&signal, position), position)
                 }
-                Emitted::Profile { profile, cause } => {
-                    self.changed_profiles.note(
-                        task,
-                        &profile.customer_id,
-                        ProfileChange::Timer(cause),
-                    );
+                Emitted::Profile { customer, cause } => {
+                    self.changed_profiles
+                        .note(task, customer, ProfileChange::Timer(cause));
                     continue;
                 }
             };

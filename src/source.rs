@@ -48,6 +48,8 @@ pub enum Assignment {
 #[derive(Default)]
 pub struct SourceContext {
     changes: Mutex<Vec<Assignment>>,
+    /// `changes` is not empty: read per polled record, so without the lock.
+    changed: AtomicBool,
     /// Consumer lag of the partitions this member owns, from statistics.
     lag: Mutex<PartitionLag>,
 }
@@ -81,19 +83,17 @@ impl PartitionLag {
 impl SourceContext {
     /// Assignment changes since the last call, in order.
     pub fn take_changes(&self) -> Vec<Assignment> {
-        match self.changes.lock() {
-            Ok(mut changes) => std::mem::take(&mut *changes),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
-        }
+        let mut changes = self
+            .changes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.changed.store(false, Ordering::Release);
+        std::mem::take(&mut *changes)
     }
 
     /// True when an assignment change waits to be taken.
     pub fn has_changes(&self) -> bool {
-        !self
-            .changes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_empty()
+        self.changed.load(Ordering::Acquire)
     }
 
     /// True when the statistics last reported records of this partition not yet consumed.
@@ -108,10 +108,12 @@ impl SourceContext {
     }
 
     fn push(&self, change: Assignment) {
-        match self.changes.lock() {
-            Ok(mut changes) => changes.push(change),
-            Err(poisoned) => poisoned.into_inner().push(change),
-        }
+        let mut changes = self
+            .changes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        changes.push(change);
+        self.changed.store(true, Ordering::Release);
     }
 }
 
@@ -431,6 +433,8 @@ pub fn owned_headers(message: &impl rdkafka::message::Message) -> Vec<Header> {
 pub struct InputSource {
     consumer: std::sync::Arc<InputConsumer>,
     topics: crate::config::TopicsConfig,
+    /// The input topics' names, by [`Source::index`], shared by every record's position.
+    input_topics: [std::sync::Arc<str>; 3],
     batch_max_records: usize,
     batch_max_wait: Duration,
     unreachable_timeout: Duration,
@@ -444,6 +448,8 @@ impl InputSource {
         InputSource {
             consumer,
             topics: config.topics.clone(),
+            input_topics: Source::ALL
+                .map(|source| std::sync::Arc::from(config.topics.input(source))),
             batch_max_records: config.processing.batch_max_records,
             batch_max_wait: config.processing.batch_max_wait,
             unreachable_timeout: config.kafka.unreachable_timeout,
@@ -494,8 +500,10 @@ impl InputSource {
 
     /// Polls up to `batch_max_records`, waiting at most `batch_max_wait` for the first.
     pub fn poll_batch(&mut self) -> Vec<InputRecord> {
+        // The clock is read once per this many records, not per record.
+        const CLOCK_EVERY: usize = 64;
         let deadline = Instant::now() + self.batch_max_wait;
-        let mut records = Vec::new();
+        let mut records = Vec::with_capacity(self.batch_max_records.min(4096));
         while records.len() < self.batch_max_records {
             let wait = if records.is_empty() {
                 deadline.saturating_duration_since(Instant::now())
@@ -521,7 +529,7 @@ impl InputSource {
                     records.push(InputRecord {
                         source,
                         position: SourcePosition {
-                            topic: message.topic().to_string(),
+                            topic: self.input_topics[source.index()].clone(),
                             partition: message.partition(),
                             offset: message.offset(),
                         },
@@ -532,7 +540,8 @@ impl InputSource {
                     });
                 }
             }
-            if Instant::now() >= deadline && !records.is_empty() {
+            if records.len() % CLOCK_EVERY == 0 && Instant::now() >= deadline && !records.is_empty()
+            {
                 break;
             }
             // A rebalance ends the batch: its records all come from before it, so

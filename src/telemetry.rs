@@ -340,8 +340,8 @@ fn describe() {
 /// Per-input-topic counters, registered once so the hot path does not build labels.
 #[derive(Clone)]
 pub struct TopicCounters {
-    /// The topic name, for dynamically labelled metrics.
-    pub topic: String,
+    /// The topic name, for dynamically labelled metrics and record positions.
+    pub topic: std::sync::Arc<str>,
     /// [`RECORDS_CONSUMED`].
     pub consumed: Counter,
     /// [`EVENTS_PROCESSED`].
@@ -359,7 +359,7 @@ impl TopicCounters {
     pub fn new(topic: &str) -> Self {
         let label = topic.to_string();
         TopicCounters {
-            topic: label.clone(),
+            topic: std::sync::Arc::from(topic),
             consumed: counter!(RECORDS_CONSUMED, "topic" => label.clone()),
             processed: counter!(EVENTS_PROCESSED, "topic" => label.clone()),
             late: counter!(EVENTS_LATE, "topic" => label.clone()),

@@ -165,7 +165,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let mut records = Vec::new();
     let mut record = |topic: Topic, value: &[u8], input: Option<&generator::Input>| {
         let position = SourcePosition {
-            topic: model::topic_name(&config, topic),
+            topic: model::topic_name(&config, topic).into(),
             partition: 0,
             offset: offsets[topic.index()],
         };
@@ -174,7 +174,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             delivered.push(Delivered {
                 input: input.clone(),
                 position: Position {
-                    topic: position.topic.clone(),
+                    topic: position.topic.to_string(),
                     partition: 0,
                     offset: position.offset,
                 },

@@ -29,8 +29,8 @@ use crate::window::FinalWindow;
 /// Where an input record came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourcePosition {
-    /// Topic name.
-    pub topic: String,
+    /// Topic name (shared by every record of the topic).
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset.
@@ -380,7 +380,7 @@ impl Encoder {
         ];
         if let Some(position) = letter.position {
             for (name, value) in [
-                ("cxpulse.source.topic", position.topic.clone()),
+                ("cxpulse.source.topic", position.topic.to_string()),
                 ("cxpulse.source.partition", position.partition.to_string()),
                 ("cxpulse.source.offset", position.offset.to_string()),
             ] {
@@ -609,7 +609,7 @@ fn enriched_message(
         customer_id: event.customer_id.to_string(),
         r#type: event.type_name().to_string(),
         occurred_at: event.occurred_at.to_rfc3339(),
-        source_topic: position.topic.clone(),
+        source_topic: position.topic.to_string(),
         source_partition: position.partition,
         source_offset: position.offset,
         order_id: owned(fields.order_id),

@@ -41,7 +41,8 @@ use profile::{LastScore, Survey};
 use signal::{Cause, Signal, SignalKind};
 use slab::{IdIndex, Slab};
 use tickets::TicketBook;
-use timers::{CustomerSlot, TicketSlot, Timer, Timers};
+pub use timers::CustomerSlot;
+use timers::{TicketSlot, Timer, Timers};
 use watermark::Watermark;
 
 /// Customers whose expired de-duplication entries one watermark advance reclaims:
@@ -97,6 +98,8 @@ impl TaskSettings {
 pub enum Outcome<'a> {
     /// The event changed the profile (and possibly windows).
     Applied {
+        /// The customer's slot in this task (see [`Task::profile_at`]).
+        customer: CustomerSlot,
         /// The profile after the event.
         profile: &'a Profile,
         /// Window measures it contributed, with their times.
@@ -117,8 +120,8 @@ pub enum Emitted {
     Signal(Signal),
     /// A profile changed by a timer (an event's own profile change comes with its [`Outcome`]).
     Profile {
-        /// The profile after the change.
-        profile: Box<Profile>,
+        /// The customer whose profile changed (see [`Task::profile_at`]).
+        customer: CustomerSlot,
         /// The timer's key, for the record id.
         cause: String,
     },
@@ -275,6 +278,12 @@ impl Task {
     /// The live profile of a customer this task owns.
     pub fn profile(&self, customer_id: &CustomerId) -> Option<&Profile> {
         let slot = self.customers.find(customer_id)?;
+        self.customers.get(slot).map(|entry| &entry.profile)
+    }
+
+    /// The profile of the customer at `slot`, as [`Outcome::Applied`] and
+    /// [`Emitted::Profile`] name it (slots are never reused within a task).
+    pub fn profile_at(&self, slot: CustomerSlot) -> Option<&Profile> {
         self.customers.get(slot).map(|entry| &entry.profile)
     }
 
@@ -458,6 +467,7 @@ impl Task {
             unreachable!("profiles are never removed")
         };
         Outcome::Applied {
+            customer: slot,
             profile: &entry.profile,
             measures: &self.measures,
             late,
@@ -586,7 +596,7 @@ impl Task {
             && (profile.lifecycle, profile.segment) != (lifecycle_before, segment_before)
         {
             out.push(Emitted::Profile {
-                profile: Box::new(profile.clone()),
+                customer: slot,
                 cause: key.clone(),
             });
         }
