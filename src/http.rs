@@ -12,14 +12,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::{Config, Secret};
 use crate::event::CustomerId;
-use crate::output::profile_message;
+use crate::output::profile_json;
 use crate::pipeline::Shared;
 
 #[derive(Clone)]
@@ -122,7 +122,11 @@ async fn customer(
     let id = CustomerId::new(customer_id);
     let tasks = state.shared.tasks();
     match tasks.values().find_map(|task| task.profile(&id)) {
-        Some(profile) => Json(profile_message(profile)).into_response(),
+        Some(profile) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            profile_json(profile),
+        )
+            .into_response(),
         None => (
             StatusCode::NOT_FOUND,
             "customer not owned by this instance\n",

@@ -74,3 +74,50 @@ pub(super) struct Signal<'a> {
 fn rfc3339<S: Serializer>(time: &EventTime, serializer: S) -> Result<S::Ok, S::Error> {
     serializer.collect_str(time)
 }
+
+/// `cx.profiles` and the HTTP API, field for field as `proto::Profile`.
+#[derive(Serialize)]
+pub(super) struct Profile<'a> {
+    pub customer_id: &'a str,
+    #[serde(serialize_with = "rfc3339")]
+    pub first_seen: EventTime,
+    #[serde(serialize_with = "rfc3339")]
+    pub last_seen: EventTime,
+    pub events: u64,
+    pub orders_placed: u64,
+    pub revenue_minor: BTreeMap<Currency, i64>,
+    pub returned_minor: BTreeMap<Currency, i64>,
+    pub net_value_minor: BTreeMap<Currency, i64>,
+    #[serde(serialize_with = "optional_rfc3339")]
+    pub first_purchase_at: Option<EventTime>,
+    #[serde(serialize_with = "optional_rfc3339")]
+    pub last_purchase_at: Option<EventTime>,
+    pub mean_days_between_purchases: Option<f64>,
+    pub open_tickets: u64,
+    pub tickets_opened: u64,
+    pub tickets_resolved: u64,
+    pub mean_first_response_seconds: Option<f64>,
+    pub last_nps_score: Option<i64>,
+    pub last_nps_category: Option<&'static str>,
+    #[serde(serialize_with = "optional_rfc3339")]
+    pub last_nps_at: Option<EventTime>,
+    pub last_csat_score: Option<i64>,
+    pub last_csat_scale_max: Option<i64>,
+    pub last_ces_score: Option<i64>,
+    pub last_ces_scale_max: Option<i64>,
+    pub segment: &'static str,
+    pub lifecycle: &'static str,
+    #[serde(serialize_with = "rfc3339")]
+    pub updated_at: EventTime,
+}
+
+/// An optional instant as its RFC 3339 string or `null`.
+fn optional_rfc3339<S: Serializer>(
+    time: &Option<EventTime>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match time {
+        Some(time) => serializer.collect_str(time),
+        None => serializer.serialize_none(),
+    }
+}

@@ -289,7 +289,10 @@ impl Encoder {
         self.record(
             &self.topics.profiles,
             profile.customer_id.as_str().as_bytes().to_vec(),
-            self.value(&profile_message(profile)),
+            match self.format {
+                Format::Json => profile_json(profile),
+                Format::Protobuf => profile_message(profile).encode_to_vec(),
+            },
             event_id,
             Cow::Borrowed("io.cxpulse.profile.v1"),
             profile.as_of.get().to_rfc3339(),
@@ -646,7 +649,45 @@ fn signal_message(signal: &Signal, event_id: &str) -> proto::Signal {
     }
 }
 
-/// The published form of a profile (`cx.profiles` and the HTTP API).
+/// The published JSON of a profile (`cx.profiles` and the HTTP API): the bytes
+/// serde_json makes of [`profile_message`], written from the profile directly.
+pub fn profile_json(profile: &Profile) -> Vec<u8> {
+    let last_nps = profile.last_nps();
+    let last_csat = profile.last_csat();
+    let last_ces = profile.last_ces();
+    json_value(&json::Profile {
+        customer_id: profile.customer_id.as_str(),
+        first_seen: profile.first_seen.get(),
+        last_seen: profile.last_seen.get(),
+        events: profile.events.into(),
+        orders_placed: profile.orders_placed.into(),
+        revenue_minor: profile.revenue_minor(),
+        returned_minor: profile.returned_minor(),
+        net_value_minor: profile.net_value_minor(),
+        first_purchase_at: profile.first_purchase_at.map(CompactTime::get),
+        last_purchase_at: profile.last_purchase_at.map(CompactTime::get),
+        mean_days_between_purchases: profile.mean_days_between_purchases(),
+        open_tickets: profile.open_tickets.into(),
+        tickets_opened: profile.tickets_opened.into(),
+        tickets_resolved: profile.tickets_resolved.into(),
+        mean_first_response_seconds: mean_seconds(
+            profile.first_response_millis_sum,
+            profile.first_responses.into(),
+        ),
+        last_nps_score: last_nps.map(|last| i64::from(last.score)),
+        last_nps_category: profile.last_nps_category().map(|c| c.name()),
+        last_nps_at: last_nps.map(|last| last.at),
+        last_csat_score: last_csat.map(|last| i64::from(last.score)),
+        last_csat_scale_max: last_csat.map(|last| i64::from(last.scale_max)),
+        last_ces_score: last_ces.map(|last| i64::from(last.score)),
+        last_ces_scale_max: last_ces.map(|last| i64::from(last.scale_max)),
+        segment: profile.segment.name(),
+        lifecycle: profile.lifecycle.name(),
+        updated_at: profile.updated_at.get(),
+    })
+}
+
+/// The Protobuf message of a profile (its JSON is [`profile_json`]).
 pub fn profile_message(profile: &Profile) -> proto::Profile {
     let time = |at: Option<EventTime>| at.map(EventTime::to_rfc3339);
     let compact_time = |at: Option<CompactTime>| time(at.map(CompactTime::get));
@@ -824,11 +865,11 @@ mod tests {
     }
 
     /// The JSON written straight from the domain types is byte for byte what
-    /// serde_json makes of the Protobuf messages, for every kind of event and
-    /// signal a generated population produces, and both formats carry the same
+    /// serde_json makes of the Protobuf messages, for every profile after every
+    /// event and every kind of event and signal a generated population produces, and both formats carry the same
     /// headers.
     #[test]
-    fn enriched_and_signal_json_equal_the_protobuf_messages_json() {
+    fn profile_enriched_and_signal_json_equal_the_protobuf_messages_json() {
         use crate::generate::population::{Population, PopulationConfig};
         use crate::task::{Emitted, Outcome, Task, TaskSettings};
         use std::collections::BTreeSet;
@@ -880,6 +921,12 @@ mod tests {
                 offset: offset as i64,
             };
             if let Outcome::Applied { profile, .. } = task.apply(&event, wall, &mut emitted) {
+                assert_eq!(
+                    String::from_utf8_lossy(&profile_json(profile)),
+                    String::from_utf8_lossy(
+                        &serde_json::to_vec(&profile_message(profile)).unwrap()
+                    )
+                );
                 let record = json.enriched(&event, profile, &position);
                 let message =
                     enriched_message(&event, profile, &position, &position.id("enriched"));
