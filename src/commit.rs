@@ -41,7 +41,7 @@ use tracing::{debug, warn};
 use crate::event::EventTime;
 use crate::fault;
 use crate::output::{DeadLetter, Encoder, OutputRecord};
-use crate::process::{Cycle, StateChange};
+use crate::process::{Cycle, ProfileToPublish, StateChange};
 use crate::sink::{Batch, Sink};
 use crate::source::{owned_headers, InputConsumer};
 use crate::telemetry;
@@ -68,6 +68,11 @@ pub trait CommitStrategy {
 /// Cycles handed over and not yet settled before `commit` waits for the oldest.
 const MAX_PENDING_CYCLES: usize = 64;
 
+/// Deferred records (a flush's profiles and state) queued per call: a flush's
+/// thousands of records go out in slices between the next cycles' outputs,
+/// which then wait a slice (a few ms) rather than the whole flush.
+const DEFERRED_SLICE: usize = 512;
+
 /// At-least-once outputs, effectively-once state (see the module documentation).
 pub struct AtLeastOnce {
     consumer: Arc<InputConsumer>,
@@ -86,13 +91,25 @@ struct Checkpoint {
     stage: Stage,
     /// The records of the current stage.
     batch: Arc<Batch>,
-    /// State changes, written once the outputs are delivered.
-    changelog: Vec<StateChange>,
+    /// `cx.profiles` records not yet queued (stage `Outputs`).
+    profiles: VecDeque<DeferredProfile>,
+    /// State changes, written once the outputs are delivered; those of the
+    /// `State` stage not yet queued.
+    changelog: VecDeque<StateChange>,
     /// Tasks the cycle flushed (its changelog holds every change of theirs so far).
     flushed: BTreeSet<u32>,
     /// (topic, partition) → next offset to consume.
     offsets: BTreeMap<(String, i32), i64>,
     appended_at: Vec<i64>,
+}
+
+/// A `cx.profiles` record waiting for its slice: they all wait in one queue,
+/// so that they reach the compacted topic in the order they were made.
+enum DeferredProfile {
+    /// Made by the cycle (a profile changed by a timer).
+    Encoded(OutputRecord),
+    /// A flushed task's changed profile, encoded when its slice comes.
+    Flushed(ProfileToPublish),
 }
 
 /// What a checkpoint waits for.
@@ -104,6 +121,18 @@ enum Stage {
     DeadLetters,
     /// The cycle's state changes.
     State,
+}
+
+impl Checkpoint {
+    /// True when every record of the current stage is queued and has its delivery report.
+    fn is_settled(&self) -> bool {
+        let queued = match self.stage {
+            Stage::Outputs => self.profiles.is_empty(),
+            Stage::DeadLetters => true,
+            Stage::State => self.changelog.is_empty(),
+        };
+        queued && self.batch.is_settled()
+    }
 }
 
 impl AtLeastOnce {
@@ -127,8 +156,9 @@ impl AtLeastOnce {
 
     /// Moves the oldest checkpoints through their stages as far as their deliveries allow.
     fn advance(&mut self) -> anyhow::Result<()> {
+        self.queue_deferred()?;
         while let Some(mut checkpoint) = self.pending.pop_front() {
-            if !checkpoint.batch.is_settled() {
+            if !checkpoint.is_settled() {
                 self.pending.push_front(checkpoint);
                 break;
             }
@@ -184,26 +214,50 @@ impl AtLeastOnce {
         Ok(())
     }
 
-    /// Queues the checkpoint's state changes; its outputs are delivered.
+    /// Starts writing the checkpoint's state changes (its outputs are delivered)
+    /// with a first slice.
     fn write_state(&self, checkpoint: &mut Checkpoint) -> anyhow::Result<()> {
-        let batch = Batch::new();
-        for (task, key, value) in &checkpoint.changelog {
-            self.sink
-                .send_state(
-                    &self.changelog_topic,
-                    *task as i32,
-                    key,
-                    value.as_deref(),
-                    &batch,
-                )
-                .context("queueing a changelog record")?;
-            fault::changelog_record_queued(|| {
-                let _ = self.sink.flush(Duration::from_secs(30));
-            });
-        }
-        checkpoint.changelog = Vec::new();
-        checkpoint.batch = batch;
+        checkpoint.batch = Batch::new();
         checkpoint.stage = Stage::State;
+        queue_state(
+            &self.sink,
+            &self.changelog_topic,
+            checkpoint,
+            DEFERRED_SLICE,
+        )?;
+        Ok(())
+    }
+
+    /// Queues the next slice of deferred records, oldest first: profiles of
+    /// any checkpoint, state of the oldest (state is written in cycle order).
+    fn queue_deferred(&mut self) -> anyhow::Result<()> {
+        let mut budget = DEFERRED_SLICE;
+        if let Some(oldest) = self.pending.front_mut() {
+            if oldest.stage == Stage::State {
+                budget -= queue_state(&self.sink, &self.changelog_topic, oldest, budget)?;
+            }
+        }
+        for checkpoint in self.pending.iter_mut() {
+            if budget == 0 {
+                break;
+            }
+            let count = budget.min(checkpoint.profiles.len());
+            for deferred in checkpoint.profiles.drain(..count) {
+                let record = match deferred {
+                    DeferredProfile::Encoded(record) => record,
+                    DeferredProfile::Flushed(published) => {
+                        let record = self
+                            .encoder
+                            .profile_with_id(&published.profile, published.event_id);
+                        self.encoder.within_limits(record, None)
+                    }
+                };
+                self.sink
+                    .send(&record, &checkpoint.batch)
+                    .with_context(|| format!("queueing a record for {}", record.topic))?;
+            }
+            budget -= count;
+        }
         Ok(())
     }
 
@@ -251,15 +305,22 @@ impl CommitStrategy for AtLeastOnce {
             self.advance()?;
         }
         let batch = Batch::new();
-        for record in &cycle.take_records(&self.encoder) {
+        let mut profiles = VecDeque::new();
+        for record in cycle.outputs {
+            if self.encoder.is_profiles_topic(&record.topic) {
+                profiles.push_back(DeferredProfile::Encoded(record));
+                continue;
+            }
             self.sink
-                .send(record, &batch)
+                .send(&record, &batch)
                 .with_context(|| format!("queueing a record for {}", record.topic))?;
         }
+        profiles.extend(cycle.profiles.into_iter().map(DeferredProfile::Flushed));
         self.pending.push_back(Checkpoint {
             stage: Stage::Outputs,
             batch,
-            changelog: cycle.changelog,
+            profiles,
+            changelog: cycle.changelog.into(),
             flushed: cycle.flushed,
             offsets: cycle.offsets,
             appended_at: cycle.appended_at,
@@ -282,6 +343,30 @@ impl CommitStrategy for AtLeastOnce {
         self.settled_offsets
             .retain(|(_, partition), _| u32::try_from(*partition).ok() != Some(task));
     }
+}
+
+/// Queues up to `budget` of the checkpoint's state changes to `topic`; returns how many.
+fn queue_state(
+    sink: &Sink,
+    topic: &str,
+    checkpoint: &mut Checkpoint,
+    budget: usize,
+) -> anyhow::Result<usize> {
+    let count = budget.min(checkpoint.changelog.len());
+    for (task, key, value) in checkpoint.changelog.drain(..count) {
+        sink.send_state(
+            topic,
+            task as i32,
+            &key,
+            value.as_deref(),
+            &checkpoint.batch,
+        )
+        .context("queueing a changelog record")?;
+        fault::changelog_record_queued(|| {
+            let _ = sink.flush(Duration::from_secs(30));
+        });
+    }
+    Ok(count)
 }
 
 /// What the pipeline asks of a [`Background`] strategy.

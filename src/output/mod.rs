@@ -206,6 +206,11 @@ impl Encoder {
         self
     }
 
+    /// True when `topic` is the `cx.profiles` topic.
+    pub fn is_profiles_topic(&self, topic: &str) -> bool {
+        *self.topics.profiles == *topic
+    }
+
     /// The largest record (key, value and headers) that `topic` takes.
     pub fn max_record_bytes(&self, topic: &str) -> usize {
         let broker = self.topic_max_bytes.get(topic).copied();
