@@ -60,6 +60,14 @@ pub trait CommitStrategy {
     fn settle(&mut self) -> anyhow::Result<()> {
         Ok(())
     }
+    /// [`settle`](Self::settle), calling `keep_alive` every [`KEEP_ALIVE_EVERY`]
+    /// while it waits (when the work is done elsewhere): the shutdown drain polls
+    /// its paused consumer with it, so that a drain longer than
+    /// `max.poll.interval.ms` keeps the group membership its final commit needs.
+    fn settle_keeping_alive(&mut self, keep_alive: &mut dyn FnMut()) -> anyhow::Result<()> {
+        let _ = keep_alive;
+        self.settle()
+    }
     /// Forgets the offsets held back for `task`, whose in-memory state was
     /// dropped or replaced by a restore: they describe state that no flush will write.
     fn forget(&mut self, _task: u32) {}
@@ -298,7 +306,7 @@ impl CommitStrategy for AtLeastOnce {
         self.advance()
     }
 
-    fn commit(&mut self, mut cycle: Cycle) -> anyhow::Result<()> {
+    fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()> {
         self.advance()?;
         while self.pending.len() >= MAX_PENDING_CYCLES {
             self.wait_for_oldest();
@@ -375,6 +383,9 @@ enum Command {
     Settle,
     Forget(u32),
 }
+
+/// How often a settle waiting for the background thread calls its keep-alive.
+pub const KEEP_ALIVE_EVERY: Duration = Duration::from_millis(100);
 
 /// How often the background thread lets its strategy advance when no command comes.
 const BACKGROUND_CHECK_EVERY: Duration = Duration::from_millis(5);
@@ -486,10 +497,18 @@ impl CommitStrategy for Background {
     }
 
     fn settle(&mut self) -> anyhow::Result<()> {
+        self.settle_keeping_alive(&mut || {})
+    }
+
+    fn settle_keeping_alive(&mut self, keep_alive: &mut dyn FnMut()) -> anyhow::Result<()> {
         self.send(Command::Settle)?;
-        self.settled
-            .recv()
-            .unwrap_or_else(|_| Err(self.stopped_error()))
+        loop {
+            match self.settled.recv_timeout(KEEP_ALIVE_EVERY) {
+                Ok(result) => return result,
+                Err(RecvTimeoutError::Timeout) => keep_alive(),
+                Err(RecvTimeoutError::Disconnected) => return Err(self.stopped_error()),
+            }
+        }
     }
 
     fn forget(&mut self, task: u32) {

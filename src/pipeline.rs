@@ -16,7 +16,8 @@ use anyhow::Context as _;
 use metrics::gauge;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use tracing::{info, warn};
+use rdkafka::message::Message as _;
+use tracing::{debug, info, warn};
 
 use crate::commit::{AtLeastOnce, Background, CommitStrategy, ExactlyOnce};
 use crate::config::{ClientRole, Config, Guarantee};
@@ -252,12 +253,27 @@ impl Loop {
             }
             Err(error) => warn!(%error, "no assignment to pause for the drain"),
         }
+        // The inputs are paused, so polling returns no record of theirs (one
+        // fetched before the pause is left unprocessed, its offset never stored:
+        // the next owner reads it); it only keeps this member in the group.
+        let consumer = self.consumer.clone();
+        let mut keep_alive = || {
+            if let Some(Ok(message)) = consumer.poll(Duration::ZERO) {
+                debug!(
+                    topic = message.topic(),
+                    offset = message.offset(),
+                    "record polled during the drain left for the next owner"
+                );
+            }
+        };
         let drained = if result.is_ok() {
             self.processor.request_flush();
             let cycle = self.process(Vec::new());
-            strategy.commit(cycle).and_then(|()| strategy.settle())
+            strategy
+                .commit(cycle)
+                .and_then(|()| strategy.settle_keeping_alive(&mut keep_alive))
         } else {
-            strategy.settle()
+            strategy.settle_keeping_alive(&mut keep_alive)
         };
         if let Err(error) = self.sink.flush(self.config.processing.shutdown_timeout) {
             warn!(%error, "producer flush at shutdown failed");

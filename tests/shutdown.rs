@@ -80,8 +80,12 @@ async fn sigterm_with_outputs_in_flight(guarantee: Guarantee, name: &str) {
     let mut first = Instance::start(&config, &address, &log);
     first.wait_ready().await;
     let produced_at = Instant::now();
-    common::produce_workload(&producer, &config, &events).await;
-    let at = sigterm_once_consuming(&first, events.len()).await;
+    // Watched while it is produced: waiting for the whole batch first left the
+    // instance time to consume all of it before the first look.
+    let ((), at) = tokio::join!(
+        common::produce_workload(&producer, &config, &events),
+        sigterm_once_consuming(&first, events.len())
+    );
     let signalled = Instant::now();
     let status = first
         .wait_exit(config.processing.shutdown_timeout + Duration::from_secs(30))
