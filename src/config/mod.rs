@@ -151,7 +151,7 @@ impl Default for KafkaConfig {
             bootstrap_servers: "localhost:9092".into(),
             group_id: "cxpulse".into(),
             client_id: "cxpulse".into(),
-            commit_interval: Duration::from_secs(5),
+            commit_interval: Duration::from_secs(1),
             unreachable_timeout: Duration::from_secs(300),
             transactional_id: String::new(),
             group_protocol: GroupProtocol::Classic,

@@ -103,9 +103,6 @@ pub fn test_config(broker: &Broker, name: &str) -> Config {
     // No partition goes idle in a test: a stalled fetch on a loaded machine must never
     // make events late; flush events on every partition close the windows instead.
     config.processing.idle_timeout = Duration::from_secs(3600);
-    // State flushes (and the offsets they let commit) every second rather than every
-    // five: the tests wait for profiles and commits, and replay less after a crash.
-    config.kafka.commit_interval = Duration::from_secs(1);
     // Short horizons, so that churn, reactivation and segment changes happen in days of data.
     config.processing.activity_horizon = TEST_ACTIVITY_HORIZON;
     config.segments.new_period = Duration::from_secs(12 * 3600);
