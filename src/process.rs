@@ -157,7 +157,8 @@ pub struct Processor {
 /// Per task, the profiles changed since the task's last flush.
 #[derive(Default)]
 struct ChangedProfiles {
-    by_task: HashMap<u32, TaskProfiles>,
+    /// A few tasks per instance: a tree, no hashing per event.
+    by_task: BTreeMap<u32, TaskProfiles>,
 }
 
 /// One task's changed profiles, each with its last change.
@@ -274,11 +275,16 @@ impl Processor {
         wall: EventTime,
         health: &InputHealth<'_>,
     ) -> Cycle {
-        let mut cycle = Cycle::default();
+        let mut cycle = Cycle {
+            // About one enriched record per input, plus signals.
+            outputs: Vec::with_capacity(records.len() * 2),
+            appended_at: Vec::with_capacity(records.len()),
+            ..Cycle::default()
+        };
         let mut touched = std::mem::take(&mut self.dirty);
         let mut emitted = Vec::new();
         // Per task, per source: records in offset order with their decoded events.
-        let mut queues: HashMap<u32, [VecDeque<Decoded>; 3]> = HashMap::new();
+        let mut queues: BTreeMap<u32, [VecDeque<Decoded>; 3]> = BTreeMap::new();
         for record in records {
             self.counters[record.source.index()].consumed.increment(1);
             let decoded = self.decoder.decode(
