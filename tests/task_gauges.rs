@@ -156,6 +156,21 @@ async fn per_task_gauges_add_up_across_instances_after_a_rebalance() {
     assert!(sum(&single, "cxpulse_timers_pending") > 0.0, "{single:?}");
     assert!(sum(&single, "cxpulse_tickets_tracked") > 0.0, "{single:?}");
 
+    // Every input consumed and its offsets committed (lag 0 on each of the 3 × 4
+    // partitions) before the rebalance: a partition whose progress was not yet
+    // committed has no known lag at its new owner until that owner commits.
+    let committed = common::eventually(Duration::from_secs(60), || {
+        let body = metrics(&first_address);
+        let lags: Vec<f64> = body
+            .lines()
+            .filter(|line| line.starts_with("cxpulse_consumer_lag_records{"))
+            .filter_map(|line| line.rsplit_once(' ')?.1.trim().parse().ok())
+            .collect();
+        lags.len() == 3 * partitions as usize && lags.iter().all(|lag| *lag == 0.0)
+    })
+    .await;
+    assert!(committed, "the first instance never committed every input");
+
     // Scale out: the second instance takes two of the four tasks.
     let mut second = Instance::start(&config, &second_address, &second_log);
     common::instance::wait_tasks_shared(&first_address, &second_address, partitions).await;
@@ -206,9 +221,14 @@ async fn per_task_gauges_add_up_across_instances_after_a_rebalance() {
             })
         })
         .await;
+        let lag: Vec<String> = metrics(address)
+            .lines()
+            .filter(|line| line.starts_with("cxpulse_consumer_lag_records"))
+            .map(str::to_string)
+            .collect();
         assert!(
             reported,
-            "{address} reports no consumer lag of some of {owns:?}"
+            "{address} reports no consumer lag of some of {owns:?}: {lag:?}"
         );
     }
 
