@@ -64,8 +64,7 @@ pub trait CommitStrategy {
     /// while it waits (when the work is done elsewhere): the shutdown drain polls
     /// its paused consumer with it, so that a drain longer than
     /// `max.poll.interval.ms` keeps the group membership its final commit needs.
-    fn settle_keeping_alive(&mut self, keep_alive: &mut dyn FnMut()) -> anyhow::Result<()> {
-        let _ = keep_alive;
+    fn settle_keeping_alive(&mut self, _keep_alive: &mut dyn FnMut()) -> anyhow::Result<()> {
         self.settle()
     }
     /// Forgets the offsets held back for `task`, whose in-memory state was
@@ -99,8 +98,9 @@ struct Checkpoint {
     stage: Stage,
     /// The records of the current stage.
     batch: Arc<Batch>,
-    /// `cx.profiles` records not yet queued (stage `Outputs`).
-    profiles: VecDeque<DeferredProfile>,
+    /// Flushed profiles whose `cx.profiles` records are not yet queued (stage
+    /// `Outputs`), in the order they were flushed.
+    profiles: VecDeque<ProfileToPublish>,
     /// State changes, written once the outputs are delivered; those of the
     /// `State` stage not yet queued.
     changelog: VecDeque<StateChange>,
@@ -109,15 +109,6 @@ struct Checkpoint {
     /// (topic, partition) → next offset to consume.
     offsets: BTreeMap<(String, i32), i64>,
     appended_at: Vec<i64>,
-}
-
-/// A `cx.profiles` record waiting for its slice: they all wait in one queue,
-/// so that they reach the compacted topic in the order they were made.
-enum DeferredProfile {
-    /// Made by the cycle (a profile changed by a timer).
-    Encoded(OutputRecord),
-    /// A flushed task's changed profile, encoded when its slice comes.
-    Flushed(ProfileToPublish),
 }
 
 /// What a checkpoint waits for.
@@ -250,16 +241,8 @@ impl AtLeastOnce {
                 break;
             }
             let count = budget.min(checkpoint.profiles.len());
-            for deferred in checkpoint.profiles.drain(..count) {
-                let record = match deferred {
-                    DeferredProfile::Encoded(record) => record,
-                    DeferredProfile::Flushed(published) => {
-                        let record = self
-                            .encoder
-                            .profile_with_id(&published.profile, published.event_id);
-                        self.encoder.within_limits(record, None)
-                    }
-                };
+            for published in checkpoint.profiles.drain(..count) {
+                let record = published.encode(&self.encoder);
                 self.sink
                     .send(&record, &checkpoint.batch)
                     .with_context(|| format!("queueing a record for {}", record.topic))?;
@@ -312,22 +295,19 @@ impl CommitStrategy for AtLeastOnce {
             self.wait_for_oldest();
             self.advance()?;
         }
+        // The cycle's own outputs go at once; its flushed profiles (every
+        // `cx.profiles` record: a timer's change is published at the flush too)
+        // and state follow in slices.
         let batch = Batch::new();
-        let mut profiles = VecDeque::new();
-        for record in cycle.outputs {
-            if self.encoder.is_profiles_topic(&record.topic) {
-                profiles.push_back(DeferredProfile::Encoded(record));
-                continue;
-            }
+        for record in &cycle.outputs {
             self.sink
-                .send(&record, &batch)
+                .send(record, &batch)
                 .with_context(|| format!("queueing a record for {}", record.topic))?;
         }
-        profiles.extend(cycle.profiles.into_iter().map(DeferredProfile::Flushed));
         self.pending.push_back(Checkpoint {
             stage: Stage::Outputs,
             batch,
-            profiles,
+            profiles: cycle.profiles.into(),
             changelog: cycle.changelog.into(),
             flushed: cycle.flushed,
             offsets: cycle.offsets,

@@ -324,23 +324,56 @@ impl Event {
 
     /// A stable dotted name of the event type, e.g. `purchase.placed`.
     pub fn type_name(&self) -> &'static str {
+        self.type_names().0
+    }
+
+    /// The CloudEvents `ce_type` of its `cx.enriched` record:
+    /// `io.cxpulse.enriched.{type}.v1`, written out so that no record formats it.
+    pub fn enriched_ce_type(&self) -> &'static str {
+        self.type_names().1
+    }
+
+    /// (type, enriched `ce_type`), from one match so that the two cannot disagree.
+    fn type_names(&self) -> (&'static str, &'static str) {
         match &self.body {
             EventBody::Purchase(purchase) => match purchase.action {
-                PurchaseAction::Placed { .. } => "purchase.placed",
-                PurchaseAction::Fulfilled { .. } => "purchase.fulfilled",
-                PurchaseAction::Returned { .. } => "purchase.returned",
+                PurchaseAction::Placed { .. } => {
+                    ("purchase.placed", "io.cxpulse.enriched.purchase.placed.v1")
+                }
+                PurchaseAction::Fulfilled { .. } => (
+                    "purchase.fulfilled",
+                    "io.cxpulse.enriched.purchase.fulfilled.v1",
+                ),
+                PurchaseAction::Returned { .. } => (
+                    "purchase.returned",
+                    "io.cxpulse.enriched.purchase.returned.v1",
+                ),
             },
             EventBody::Ticket(ticket) => match ticket.action {
-                TicketAction::Opened { .. } => "ticket.opened",
-                TicketAction::AgentReplied => "ticket.agent_replied",
-                TicketAction::CustomerReplied => "ticket.customer_replied",
-                TicketAction::Resolved => "ticket.resolved",
-                TicketAction::Reopened => "ticket.reopened",
+                TicketAction::Opened { .. } => {
+                    ("ticket.opened", "io.cxpulse.enriched.ticket.opened.v1")
+                }
+                TicketAction::AgentReplied => (
+                    "ticket.agent_replied",
+                    "io.cxpulse.enriched.ticket.agent_replied.v1",
+                ),
+                TicketAction::CustomerReplied => (
+                    "ticket.customer_replied",
+                    "io.cxpulse.enriched.ticket.customer_replied.v1",
+                ),
+                TicketAction::Resolved => {
+                    ("ticket.resolved", "io.cxpulse.enriched.ticket.resolved.v1")
+                }
+                TicketAction::Reopened => {
+                    ("ticket.reopened", "io.cxpulse.enriched.ticket.reopened.v1")
+                }
             },
             EventBody::Survey(survey) => match survey.response {
-                SurveyResponse::Nps { .. } => "survey.nps",
-                SurveyResponse::Csat { .. } => "survey.csat",
-                SurveyResponse::Ces { .. } => "survey.ces",
+                SurveyResponse::Nps { .. } => ("survey.nps", "io.cxpulse.enriched.survey.nps.v1"),
+                SurveyResponse::Csat { .. } => {
+                    ("survey.csat", "io.cxpulse.enriched.survey.csat.v1")
+                }
+                SurveyResponse::Ces { .. } => ("survey.ces", "io.cxpulse.enriched.survey.ces.v1"),
             },
         }
     }

@@ -112,11 +112,19 @@ impl Cycle {
     /// then the `cx.profiles` records of `profiles`, encoded by `encoder`.
     pub fn take_records(&mut self, encoder: &Encoder) -> Vec<OutputRecord> {
         let mut records = std::mem::take(&mut self.outputs);
-        records.extend(self.profiles.drain(..).map(|published| {
-            let record = encoder.profile_with_id(&published.profile, published.event_id);
-            encoder.within_limits(record, None)
-        }));
+        records.extend(
+            self.profiles
+                .drain(..)
+                .map(|published| published.encode(encoder)),
+        );
         records
+    }
+}
+
+impl ProfileToPublish {
+    /// Its `cx.profiles` record (a dead letter if the topic cannot take it).
+    pub fn encode(self, encoder: &Encoder) -> OutputRecord {
+        encoder.within_limits(encoder.profile_with_id(&self.profile, self.event_id), None)
     }
 }
 

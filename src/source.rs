@@ -13,7 +13,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
@@ -96,12 +96,14 @@ impl SourceContext {
         self.changed.load(Ordering::Acquire)
     }
 
+    /// The owned partitions and their lag (a poisoned lock still holds consistent sets).
+    fn partition_lag(&self) -> MutexGuard<'_, PartitionLag> {
+        self.lag.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// True when the statistics last reported records of this partition not yet consumed.
     pub fn has_backlog(&self, topic: &str, partition: i32) -> bool {
-        let lag = self
-            .lag
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lag = self.partition_lag();
         lag.records
             .get(&(topic.to_string(), partition))
             .is_some_and(|lag| *lag > 0)
@@ -168,10 +170,7 @@ fn is_authentication(error: &KafkaError) -> bool {
 
 impl ClientContext for SourceContext {
     fn stats(&self, statistics: Statistics) {
-        let mut lag = self
-            .lag
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lag = self.partition_lag();
         for (topic, topic_stats) in &statistics.topics {
             for (partition, stats) in &topic_stats.partitions {
                 let key = (topic.clone(), *partition);
@@ -191,10 +190,7 @@ impl ClientContext for SourceContext {
 impl SourceContext {
     /// Records partitions this member now owns; their lag is reported from the next statistics.
     fn own(&self, assigned: &TopicPartitionList) {
-        let mut lag = self
-            .lag
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lag = self.partition_lag();
         for element in assigned.elements() {
             lag.owned
                 .insert((element.topic().to_string(), element.partition()));
@@ -205,10 +201,7 @@ impl SourceContext {
     /// statistics would stop reporting them only at their next report, and
     /// meanwhile `sum()` across pods would count those partitions twice.
     fn disown(&self, revoked: &TopicPartitionList) {
-        let mut lag = self
-            .lag
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut lag = self.partition_lag();
         for element in revoked.elements() {
             lag.forget(element.topic(), element.partition());
         }

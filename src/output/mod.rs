@@ -214,11 +214,6 @@ impl Encoder {
         self
     }
 
-    /// True when `topic` is the `cx.profiles` topic.
-    pub fn is_profiles_topic(&self, topic: &str) -> bool {
-        *self.topics.profiles == *topic
-    }
-
     /// The largest record (key, value and headers) that `topic` takes.
     pub fn max_record_bytes(&self, topic: &str) -> usize {
         let broker = self.topic_max_bytes.get(topic).copied();
@@ -268,17 +263,13 @@ impl Encoder {
         key: Vec<u8>,
         value: Vec<u8>,
         event_id: String,
-        ce_type: Cow<'static, str>,
+        ce_type: &'static str,
         ce_time: String,
     ) -> OutputRecord {
-        let ce_type = match ce_type {
-            Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
-            Cow::Owned(name) => Cow::Owned(name.into_bytes()),
-        };
         let headers = vec![
             header("ce_specversion", b"1.0".as_slice()),
             header("ce_id", event_id.into_bytes()),
-            header("ce_type", ce_type),
+            header("ce_type", ce_type.as_bytes()),
             header("ce_source", self.source),
             header("ce_time", ce_time.into_bytes()),
             header("content-type", self.format.content_type().as_bytes()),
@@ -307,7 +298,7 @@ impl Encoder {
                 Format::Protobuf => profile_message(profile).encode_to_vec(),
             },
             event_id,
-            Cow::Borrowed("io.cxpulse.profile.v1"),
+            "io.cxpulse.profile.v1",
             profile.as_of.get().to_rfc3339(),
         )
     }
@@ -340,7 +331,7 @@ impl Encoder {
             signal.customer_id.as_str().as_bytes().to_vec(),
             value,
             event_id,
-            Cow::Borrowed(signal.kind.ce_type()),
+            signal.kind.ce_type(),
             signal.at.to_rfc3339(),
         )
     }
@@ -364,7 +355,7 @@ impl Encoder {
             event.customer_id.as_str().as_bytes().to_vec(),
             value,
             event_id,
-            enriched_ce_type(event.type_name()),
+            event.enriched_ce_type(),
             event.occurred_at.to_rfc3339(),
         )
     }
@@ -378,7 +369,7 @@ impl Encoder {
             key.clone().into_bytes(),
             self.value(&window_result(window, task)),
             key,
-            Cow::Borrowed("io.cxpulse.window.v1"),
+            "io.cxpulse.window.v1",
             end,
         )
     }
@@ -466,43 +457,6 @@ fn json_value<T: serde::Serialize>(message: &T) -> Vec<u8> {
     // Serialising structs of strings, numbers and maps cannot fail.
     let _ = serde_json::to_writer(&mut value, message);
     value
-}
-
-/// The `ce_type` of the enriched event of an event of type `type_name`:
-/// borrowed for every type there is, so that no record formats it.
-fn enriched_ce_type(type_name: &str) -> Cow<'static, str> {
-    const TYPES: [(&str, &str); 11] = [
-        ("purchase.placed", "io.cxpulse.enriched.purchase.placed.v1"),
-        (
-            "purchase.fulfilled",
-            "io.cxpulse.enriched.purchase.fulfilled.v1",
-        ),
-        (
-            "purchase.returned",
-            "io.cxpulse.enriched.purchase.returned.v1",
-        ),
-        ("ticket.opened", "io.cxpulse.enriched.ticket.opened.v1"),
-        (
-            "ticket.agent_replied",
-            "io.cxpulse.enriched.ticket.agent_replied.v1",
-        ),
-        (
-            "ticket.customer_replied",
-            "io.cxpulse.enriched.ticket.customer_replied.v1",
-        ),
-        ("ticket.resolved", "io.cxpulse.enriched.ticket.resolved.v1"),
-        ("ticket.reopened", "io.cxpulse.enriched.ticket.reopened.v1"),
-        ("survey.nps", "io.cxpulse.enriched.survey.nps.v1"),
-        ("survey.csat", "io.cxpulse.enriched.survey.csat.v1"),
-        ("survey.ces", "io.cxpulse.enriched.survey.ces.v1"),
-    ];
-    TYPES
-        .iter()
-        .find(|(name, _)| *name == type_name)
-        .map_or_else(
-            || Cow::Owned(format!("io.cxpulse.enriched.{type_name}.v1")),
-            |(_, ce_type)| Cow::Borrowed(*ce_type),
-        )
 }
 
 /// A `ce_source` value that lives as long as the process: leaked once per
