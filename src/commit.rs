@@ -25,7 +25,7 @@
 //! records queued while input waited).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -70,6 +70,11 @@ pub trait CommitStrategy {
     /// Forgets the offsets held back for `task`, whose in-memory state was
     /// dropped or replaced by a restore: they describe state that no flush will write.
     fn forget(&mut self, _task: u32) {}
+    /// True while records handed over wait to be queued (slices of a flush):
+    /// [`check`](Self::check) then has work to do at once.
+    fn has_deferred(&self) -> bool {
+        false
+    }
 }
 
 /// Cycles handed over and not yet settled before `commit` waits for the oldest.
@@ -289,6 +294,18 @@ impl CommitStrategy for AtLeastOnce {
         self.advance()
     }
 
+    fn has_deferred(&self) -> bool {
+        let oldest_state = self
+            .pending
+            .front()
+            .is_some_and(|oldest| oldest.stage == Stage::State && !oldest.changelog.is_empty());
+        oldest_state
+            || self
+                .pending
+                .iter()
+                .any(|checkpoint| !checkpoint.profiles.is_empty())
+    }
+
     fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()> {
         self.advance()?;
         while self.pending.len() >= MAX_PENDING_CYCLES {
@@ -395,7 +412,19 @@ impl Background {
         let thread = std::thread::Builder::new()
             .name("cxpulse-commit".into())
             .spawn(move || loop {
-                let result = match received.recv_timeout(BACKGROUND_CHECK_EVERY) {
+                // Slices of a flush go out back to back while no cycle comes
+                // (a command is still taken between two slices); otherwise the
+                // thread sleeps until a command or the next check.
+                let command = if strategy.has_deferred() {
+                    match received.try_recv() {
+                        Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
+                        Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
+                        Ok(command) => Ok(command),
+                    }
+                } else {
+                    received.recv_timeout(BACKGROUND_CHECK_EVERY)
+                };
+                let result = match command {
                     Ok(Command::Commit(cycle)) => strategy.commit(*cycle),
                     Ok(Command::Settle) => {
                         let result = strategy.settle();

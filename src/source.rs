@@ -421,6 +421,12 @@ pub fn owned_headers(message: &impl rdkafka::message::Message) -> Vec<Header> {
         .unwrap_or_default()
 }
 
+/// `wait` rounded up to whole milliseconds, librdkafka's unit: rdkafka's poll
+/// truncates, and spins with zero timeouts through the sub-millisecond rest.
+fn whole_millis(wait: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX))
+}
+
 /// The input side of the loop: polls batches of input records off the
 /// consumer and tracks whether the brokers answer.
 pub struct InputSource {
@@ -499,7 +505,7 @@ impl InputSource {
         let mut records = Vec::with_capacity(self.batch_max_records.min(4096));
         while records.len() < self.batch_max_records {
             let wait = if records.is_empty() {
-                deadline.saturating_duration_since(Instant::now())
+                whole_millis(deadline.saturating_duration_since(Instant::now()))
             } else {
                 Duration::ZERO
             };
