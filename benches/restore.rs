@@ -12,7 +12,7 @@ mod support;
 
 // The allocator of the cxpulse binary (src/main.rs), so the rebuild costs what it costs there.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
