@@ -169,17 +169,53 @@ struct ChangedProfiles {
     by_task: BTreeMap<u32, TaskProfiles>,
 }
 
-/// One task's changed profiles, each with its last change.
-#[derive(Default)]
+/// One task's changed profiles: every change in order, a customer changed
+/// twice appearing twice. An append per event touches no per-customer memory
+/// (an index by customer cost a cache miss per event); the last change of each
+/// customer is picked out at the flush, or when the log grows past `compact_at`.
 struct TaskProfiles {
-    /// (customer, last change), in order of first change.
-    order: Vec<(CustomerSlot, ProfileChange)>,
-    /// Customer slot → index in `order` (hashbrown's foldhash on a `u32`: no
-    /// id hashed or compared per event).
-    index: hashbrown::HashMap<u32, usize>,
+    log: Vec<(CustomerSlot, ProfileChange)>,
+    compact_at: usize,
+}
+
+impl Default for TaskProfiles {
+    fn default() -> Self {
+        TaskProfiles {
+            log: Vec::new(),
+            compact_at: TaskProfiles::FIRST_COMPACTION,
+        }
+    }
+}
+
+impl TaskProfiles {
+    /// Log length of the first compaction: a long commit interval at a high
+    /// rate must not hold every event's change until the flush.
+    const FIRST_COMPACTION: usize = 1 << 16;
+
+    /// Keeps each customer's last change only, in order of last change.
+    fn compact(&mut self) {
+        let mut seen: Vec<u64> = Vec::new();
+        let mut last = Vec::with_capacity(self.log.len().min(self.compact_at / 2));
+        for (customer, change) in self.log.drain(..).rev() {
+            let slot = customer.0 as usize;
+            if seen.len() <= slot / 64 {
+                seen.resize(slot / 64 + 1, 0);
+            }
+            let bit = 1u64 << (slot % 64);
+            if seen[slot / 64] & bit == 0 {
+                seen[slot / 64] |= bit;
+                last.push((customer, change));
+            }
+        }
+        last.reverse();
+        self.log = last;
+        // Amortised: the next compaction waits for as many new changes as survive.
+        self.compact_at = (2 * self.log.len()).max(TaskProfiles::FIRST_COMPACTION);
+    }
 }
 
 /// What last changed a profile: names its `cx.profiles` record (`ce_id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum ProfileChange {
     /// The input record at this position (the id is built only if it is the last).
     Record(Source, i32, i64),
@@ -191,21 +227,20 @@ impl ChangedProfiles {
     /// Notes that the customer at `customer` of `task` changed by `change`.
     fn note(&mut self, task: u32, customer: CustomerSlot, change: ProfileChange) {
         let changes = self.by_task.entry(task).or_default();
-        match changes.index.entry(customer.0) {
-            hashbrown::hash_map::Entry::Occupied(at) => changes.order[*at.get()].1 = change,
-            hashbrown::hash_map::Entry::Vacant(vacant) => {
-                vacant.insert(changes.order.len());
-                changes.order.push((customer, change));
-            }
+        changes.log.push((customer, change));
+        if changes.log.len() >= changes.compact_at {
+            changes.compact();
         }
     }
 
-    /// The changes noted for `task`, in order, leaving none.
+    /// Each changed customer of `task` with its last change, in order of last
+    /// change, leaving none.
     fn take(&mut self, task: u32) -> Vec<(CustomerSlot, ProfileChange)> {
-        self.by_task
-            .remove(&task)
-            .map(|changes| changes.order)
-            .unwrap_or_default()
+        let Some(mut changes) = self.by_task.remove(&task) else {
+            return Vec::new();
+        };
+        changes.compact();
+        changes.log
     }
 }
 
@@ -572,4 +607,40 @@ fn pop_earliest<T>(
         }
     }
     best.and_then(|(index, _)| queues[index].pop_front())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Each customer's last change, in order of last change, by brute force.
+    fn last_changes(log: &[(u32, i64)]) -> Vec<(CustomerSlot, ProfileChange)> {
+        let mut last: Vec<(CustomerSlot, ProfileChange)> = Vec::new();
+        for (slot, offset) in log {
+            last.retain(|(customer, _)| customer.0 != *slot);
+            last.push((
+                CustomerSlot(*slot),
+                ProfileChange::Record(Source::Surveys, 0, *offset),
+            ));
+        }
+        last
+    }
+
+    proptest! {
+        #[test]
+        fn changed_profiles_keep_each_customers_last_change(
+            log in proptest::collection::vec((0u32..300, 0i64..1_000_000), 0..3000),
+            compact_at in 1usize..200,
+        ) {
+            let mut changed = ChangedProfiles::default();
+            // Small compaction thresholds: compactions happen mid-log too.
+            changed.by_task.insert(7, TaskProfiles { log: Vec::new(), compact_at });
+            for (slot, offset) in &log {
+                changed.note(7, CustomerSlot(*slot), ProfileChange::Record(Source::Surveys, 0, *offset));
+            }
+            prop_assert_eq!(changed.take(7), last_changes(&log));
+            prop_assert!(changed.take(7).is_empty());
+        }
+    }
 }
