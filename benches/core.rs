@@ -1,5 +1,6 @@
 //! Criterion benchmarks of the pure core: decoding, applying events to a task
-//! (profiles, tickets, windows) and building window results.
+//! (profiles, tickets, windows) and building window results, and the whole
+//! Kafka-free cycle of the pipeline thread (`Processor::process`).
 
 use std::sync::Arc;
 
@@ -9,7 +10,13 @@ use cxpulse::decode::{Decoder, Format};
 use cxpulse::event::{Event, EventTime};
 use cxpulse::generate::population::{Population, PopulationConfig};
 use cxpulse::generate::wire;
+use cxpulse::output::{Encoder, SourcePosition};
+use cxpulse::process::{InputHealth, InputRecord, Processor};
 use cxpulse::task::{Task, TaskSettings};
+
+// The allocator of the cxpulse binary (src/main.rs): allocation is a large part of the cost.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn events(count: usize) -> Vec<Event> {
     Population::new(PopulationConfig {
@@ -80,5 +87,95 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, apply);
+/// Tasks of the `process` bench: the peer benchmark's 12 partitions.
+const TASKS: u32 = 12;
+
+/// `events` as JSON input records, each on the partition of its customer.
+fn input_records(events: &[Event], config: &Config) -> Vec<InputRecord> {
+    use std::hash::{Hash, Hasher};
+    let topics: [Arc<str>; 3] =
+        cxpulse::event::Source::ALL.map(|s| Arc::from(config.topics.input(s)));
+    let mut offsets = [[0i64; TASKS as usize]; 3];
+    events
+        .iter()
+        .map(|event| {
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            event.customer_id.as_str().hash(&mut hasher);
+            let partition = (hasher.finish() % u64::from(TASKS)) as usize;
+            let source = event.source();
+            let offset = &mut offsets[source.index()][partition];
+            *offset += 1;
+            InputRecord {
+                source,
+                position: SourcePosition {
+                    topic: topics[source.index()].clone(),
+                    partition: partition as i32,
+                    offset: *offset - 1,
+                },
+                key: Some(event.customer_id.as_str().as_bytes().to_vec()),
+                value: Some(wire::encode(event, Format::Json)),
+                headers: Vec::new(),
+                appended_at: None,
+            }
+        })
+        .collect()
+}
+
+fn process(c: &mut Criterion) {
+    let config = Config::default();
+    let records = input_records(&events(100_000), &config);
+    let settings = Arc::new(TaskSettings::from_config(&config));
+    let encoder = Encoder::new(config.topics.clone(), Format::Json, "bench");
+    let no_backlog = |_: cxpulse::event::Source, _: u32| false;
+    let health = InputHealth {
+        backlog: &no_backlog,
+        brokers_down: false,
+    };
+    let batch = config.processing.batch_max_records;
+    let mut group = c.benchmark_group("process");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.sample_size(10);
+    // What the pipeline thread does per record (decode, apply, encode), plus the
+    // flushed profiles' records, which the commit thread encodes: one flush per
+    // 20 batches, about a commit interval at 100k events/s.
+    group.bench_function("100k_json_records_12_tasks", |b| {
+        b.iter_batched(
+            || {
+                let wall = EventTime::now();
+                let tasks: std::collections::BTreeMap<u32, Task> = (0..TASKS)
+                    .map(|id| (id, Task::new(id, settings.clone(), wall)))
+                    .collect();
+                (
+                    Processor::new(&config, encoder.clone()),
+                    tasks,
+                    records.clone(),
+                )
+            },
+            |(mut processor, mut tasks, records)| {
+                let wall = EventTime::now();
+                let mut records = records.into_iter().peekable();
+                let mut out = 0;
+                let mut cycles = 0;
+                while records.peek().is_some() {
+                    cycles += 1;
+                    if cycles % 20 == 0 {
+                        processor.request_flush();
+                    }
+                    let mut cycle = processor.process(
+                        records.by_ref().take(batch).collect(),
+                        &mut tasks,
+                        wall,
+                        &health,
+                    );
+                    out += cycle.take_records(&encoder).len();
+                }
+                out
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, decode, apply, process);
 criterion_main!(benches);
