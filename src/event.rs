@@ -172,9 +172,14 @@ macro_rules! string_id {
         pub struct $name(CompactStr);
 
         impl $name {
-            /// Wraps a value that already passed validation.
-            pub fn new(value: impl Into<Box<str>>) -> Self {
-                $name(CompactStr::from_box(value.into()))
+            /// Wraps a value that already passed validation (a short one is
+            /// copied inline; a long one's box is kept, not copied).
+            pub fn new(value: impl AsRef<str> + Into<Box<str>>) -> Self {
+                if value.as_ref().len() <= crate::compact::INLINE_CAPACITY {
+                    $name(CompactStr::from(value.as_ref()))
+                } else {
+                    $name(CompactStr::from_box(value.into()))
+                }
             }
 
             /// The id as text.

@@ -3,7 +3,7 @@
 use super::{DecodeError, RawEvent};
 
 /// Parses a JSON object into the loose [`RawEvent`] shape.
-pub(super) fn parse(value: &[u8]) -> Result<RawEvent, DecodeError> {
+pub(super) fn parse(value: &[u8]) -> Result<RawEvent<'_>, DecodeError> {
     serde_json::from_slice(value).map_err(|error| DecodeError::MalformedJson(error.to_string()))
 }
 
@@ -16,6 +16,21 @@ mod tests {
         let error = parse(b"{\"event_id\": ").unwrap_err();
         assert_eq!(error.reason(), "malformed_json");
         assert!(error.to_string().contains("line 1"), "{error}");
+    }
+
+    /// Plain strings are borrowed from the value; escaped ones are unescaped copies.
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let value = br#"{"event_id":"e-1","customer_id":"c\u00e9\"1","comment":"a\nb"}"#;
+        let raw = parse(value).unwrap();
+        let event_id = raw.event_id.unwrap();
+        assert!(matches!(event_id.0, std::borrow::Cow::Borrowed("e-1")));
+        assert_eq!(&*raw.customer_id.unwrap(), "c\u{e9}\"1");
+        assert_eq!(raw.comment.unwrap().into_owned(), "a\nb");
+        assert_eq!(
+            parse(br#"{"event_id": 5}"#).unwrap_err().reason(),
+            "malformed_json"
+        );
     }
 
     #[test]

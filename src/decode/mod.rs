@@ -11,6 +11,7 @@ mod json;
 pub mod protobuf;
 mod validate;
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -200,39 +201,119 @@ impl DecodeError {
 /// JSON and Protobuf both decode into this one shape so that the rules of
 /// SPEC section 1 are written once, in [`validate`].
 #[derive(Debug, Default, Deserialize)]
-pub struct RawEvent {
-    event_id: Option<String>,
-    customer_id: Option<String>,
-    occurred_at: Option<RawTime>,
-    order_id: Option<String>,
-    action: Option<String>,
+pub struct RawEvent<'a> {
+    #[serde(borrow)]
+    event_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    customer_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    occurred_at: Option<RawTime<'a>>,
+    #[serde(borrow)]
+    order_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    action: Option<Text<'a>>,
     amount_minor: Option<i64>,
-    currency: Option<String>,
+    #[serde(borrow)]
+    currency: Option<Text<'a>>,
     items: Option<i64>,
     complete_first_shipment: Option<bool>,
-    channel: Option<String>,
-    ticket_id: Option<String>,
-    priority: Option<String>,
-    survey_id: Option<String>,
-    kind: Option<String>,
+    #[serde(borrow)]
+    channel: Option<Text<'a>>,
+    #[serde(borrow)]
+    ticket_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    priority: Option<Text<'a>>,
+    #[serde(borrow)]
+    survey_id: Option<Text<'a>>,
+    #[serde(borrow)]
+    kind: Option<Text<'a>>,
     score: Option<i64>,
     scale_max: Option<i64>,
-    comment: Option<String>,
+    #[serde(borrow)]
+    comment: Option<Text<'a>>,
+}
+
+/// A text field as the wire gave it: borrowed from the record's value when
+/// the JSON string has no escapes, so decoding copies only what an event keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Text<'a>(Cow<'a, str>);
+
+impl Text<'_> {
+    /// The text, owned.
+    pub fn into_owned(self) -> String {
+        self.0.into_owned()
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Text<'_> {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<Text<'_>> for Box<str> {
+    fn from(text: Text<'_>) -> Self {
+        text.0.into()
+    }
+}
+
+impl From<String> for Text<'_> {
+    fn from(text: String) -> Self {
+        Text(Cow::Owned(text))
+    }
+}
+
+// By hand: serde's own `Cow<str>` (and `Option<Cow<str>>` even with
+// `#[serde(borrow)]`) always copies.
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> serde::de::Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(
+                self,
+                text: &'de str,
+            ) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(text)))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
 }
 
 /// An event time as the wire gave it.
-#[derive(Debug, Deserialize)]
-#[serde(from = "String")]
-enum RawTime {
+#[derive(Debug)]
+enum RawTime<'a> {
     /// RFC 3339 text (JSON).
-    Text(String),
+    Text(Text<'a>),
     /// Already an instant (Protobuf `Timestamp`), or `None` when out of range.
     Instant(Option<EventTime>),
 }
 
-impl From<String> for RawTime {
-    fn from(text: String) -> Self {
-        RawTime::Text(text)
+impl<'de: 'a, 'a> Deserialize<'de> for RawTime<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Text::deserialize(deserializer).map(RawTime::Text)
     }
 }
 

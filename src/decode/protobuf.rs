@@ -4,12 +4,12 @@
 
 use prost::Message;
 
-use super::{DecodeError, RawEvent, RawTime};
+use super::{DecodeError, RawEvent, RawTime, Text};
 use crate::event::{EventTime, Source};
 use crate::proto;
 
 /// Parses a Protobuf value of the message type of `source`.
-pub(super) fn parse(source: Source, value: &[u8]) -> Result<RawEvent, DecodeError> {
+pub(super) fn parse(source: Source, value: &[u8]) -> Result<RawEvent<'static>, DecodeError> {
     let message = strip_schema_registry_frame(value)?;
     let malformed = |error: prost::DecodeError| DecodeError::MalformedProtobuf(error.to_string());
     Ok(match source {
@@ -26,10 +26,10 @@ pub(super) fn parse(source: Source, value: &[u8]) -> Result<RawEvent, DecodeErro
                         .map(|v| v.as_str_name())
                 }),
                 amount_minor: event.amount_minor,
-                currency: event.currency,
+                currency: event.currency.map(Text::from),
                 items: event.items,
                 complete_first_shipment: event.complete_first_shipment,
-                channel: event.channel,
+                channel: event.channel.map(Text::from),
                 ..RawEvent::default()
             }
         }
@@ -72,9 +72,9 @@ pub(super) fn parse(source: Source, value: &[u8]) -> Result<RawEvent, DecodeErro
                 }),
                 score: event.score,
                 scale_max: event.scale_max,
-                comment: event.comment,
-                ticket_id: event.ticket_id,
-                order_id: event.order_id,
+                comment: event.comment.map(Text::from),
+                ticket_id: event.ticket_id.map(Text::from),
+                order_id: event.order_id.map(Text::from),
                 ..RawEvent::default()
             }
         }
@@ -119,8 +119,8 @@ fn read_zigzag_varint(input: &mut &[u8]) -> Option<i64> {
 }
 
 /// Proto3 strings are "" when unset; the SPEC calls that missing.
-fn non_empty(text: String) -> Option<String> {
-    (!text.is_empty()).then_some(text)
+fn non_empty(text: String) -> Option<Text<'static>> {
+    (!text.is_empty()).then(|| Text::from(text))
 }
 
 /// Maps an enum number to the SPEC's lower-case name: 0 is unset, and an
@@ -129,17 +129,17 @@ fn enum_name(
     value: i32,
     prefix: &str,
     name_of: impl Fn(i32) -> Option<&'static str>,
-) -> Option<String> {
+) -> Option<Text<'static>> {
     if value == 0 {
         return None;
     }
-    Some(match name_of(value) {
+    Some(Text::from(match name_of(value) {
         Some(name) => name.trim_start_matches(prefix).to_ascii_lowercase(),
         None => format!("enum value {value}"),
-    })
+    }))
 }
 
-fn instant(timestamp: prost_types::Timestamp) -> RawTime {
+fn instant(timestamp: prost_types::Timestamp) -> RawTime<'static> {
     let in_range = (0..1_000_000_000).contains(&timestamp.nanos);
     let millis = timestamp
         .seconds

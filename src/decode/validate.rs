@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{DecodeError, RawEvent, RawTime};
+use super::{DecodeError, RawEvent, RawTime, Text};
 use crate::event::{
     Channel, Currency, CustomerId, Event, EventBody, EventId, EventTime, MinorUnits, Money,
     OrderId, Priority, Purchase, PurchaseAction, Source, Survey, SurveyId, SurveyResponse,
@@ -17,16 +17,16 @@ const MAX_COMMENT_BYTES: usize = 4096;
 /// Turns a raw event of `source` into a typed event, or says which rule it breaks.
 pub(super) fn validate(
     source: Source,
-    raw: RawEvent,
+    mut raw: RawEvent<'_>,
     now: EventTime,
     max_future_skew: Duration,
 ) -> Result<Event, DecodeError> {
-    let event_id = EventId::new(bounded_id("event_id", raw.event_id.clone())?);
-    let customer_id = CustomerId::new(bounded_id("customer_id", raw.customer_id.clone())?);
+    let event_id = EventId::new(bounded_id("event_id", raw.event_id.take())?);
+    let customer_id = CustomerId::new(bounded_id("customer_id", raw.customer_id.take())?);
     let occurred_at = match &raw.occurred_at {
         None => return Err(DecodeError::MissingField("occurred_at")),
         Some(RawTime::Text(text)) => EventTime::parse_rfc3339(text)
-            .ok_or_else(|| DecodeError::InvalidTimestamp(text.clone()))?,
+            .ok_or_else(|| DecodeError::InvalidTimestamp(text.to_string()))?,
         Some(RawTime::Instant(instant)) => {
             instant.ok_or_else(|| DecodeError::InvalidTimestamp("out-of-range Timestamp".into()))?
         }
@@ -52,13 +52,13 @@ pub(super) fn validate(
     })
 }
 
-fn required(field: &'static str, value: Option<String>) -> Result<String, DecodeError> {
+fn required<'a>(field: &'static str, value: Option<Text<'a>>) -> Result<Text<'a>, DecodeError> {
     value
         .filter(|text| !text.is_empty())
         .ok_or(DecodeError::MissingField(field))
 }
 
-fn bounded_id(field: &'static str, value: Option<String>) -> Result<String, DecodeError> {
+fn bounded_id<'a>(field: &'static str, value: Option<Text<'a>>) -> Result<Text<'a>, DecodeError> {
     let id = required(field, value)?;
     if id.len() > MAX_ID_BYTES {
         return Err(DecodeError::InvalidField {
@@ -69,7 +69,7 @@ fn bounded_id(field: &'static str, value: Option<String>) -> Result<String, Deco
     Ok(id)
 }
 
-fn purchase(raw: RawEvent) -> Result<Purchase, DecodeError> {
+fn purchase(raw: RawEvent<'_>) -> Result<Purchase, DecodeError> {
     let order_id = OrderId::new(required("order_id", raw.order_id)?);
     let action_name = required("action", raw.action)?;
     let money = || -> Result<Money, DecodeError> {
@@ -80,13 +80,14 @@ fn purchase(raw: RawEvent) -> Result<Purchase, DecodeError> {
             return Err(DecodeError::NegativeAmount(amount));
         }
         let code = required("currency", raw.currency.clone())?;
-        let currency = Currency::parse(&code).ok_or(DecodeError::InvalidCurrency(code))?;
+        let currency = Currency::parse(&code)
+            .ok_or_else(|| DecodeError::InvalidCurrency(code.into_owned()))?;
         Ok(Money {
             amount: MinorUnits(amount),
             currency,
         })
     };
-    let action = match action_name.as_str() {
+    let action = match &*action_name {
         "placed" => PurchaseAction::Placed { amount: money()? },
         "returned" => PurchaseAction::Returned { amount: money()? },
         "fulfilled" => {
@@ -100,7 +101,7 @@ fn purchase(raw: RawEvent) -> Result<Purchase, DecodeError> {
                     .ok_or(DecodeError::MissingField("complete_first_shipment"))?,
             }
         }
-        _ => return Err(DecodeError::UnknownAction(action_name)),
+        _ => return Err(DecodeError::UnknownAction(action_name.into_owned())),
     };
     let items = match raw.items {
         None => None,
@@ -113,22 +114,30 @@ fn purchase(raw: RawEvent) -> Result<Purchase, DecodeError> {
         order_id,
         action,
         items,
-        channel: raw.channel.filter(|channel| !channel.is_empty()),
+        channel: raw
+            .channel
+            .filter(|channel| !channel.is_empty())
+            .map(Text::into_owned),
     })
 }
 
-fn ticket(raw: RawEvent) -> Result<TicketEvent, DecodeError> {
+fn ticket(raw: RawEvent<'_>) -> Result<TicketEvent, DecodeError> {
     let ticket_id = TicketId::new(required("ticket_id", raw.ticket_id)?);
     let action_name = required("action", raw.action)?;
     let channel = match raw.channel {
         None => None,
-        Some(name) => Some(Channel::parse(&name).ok_or(DecodeError::UnknownChannel(name))?),
+        Some(name) => Some(
+            Channel::parse(&name).ok_or_else(|| DecodeError::UnknownChannel(name.into_owned()))?,
+        ),
     };
     let priority = match raw.priority {
         None => None,
-        Some(name) => Some(Priority::parse(&name).ok_or(DecodeError::UnknownPriority(name))?),
+        Some(name) => Some(
+            Priority::parse(&name)
+                .ok_or_else(|| DecodeError::UnknownPriority(name.into_owned()))?,
+        ),
     };
-    let action = match action_name.as_str() {
+    let action = match &*action_name {
         "opened" => TicketAction::Opened {
             channel: channel.ok_or(DecodeError::MissingField("channel"))?,
             priority,
@@ -137,21 +146,21 @@ fn ticket(raw: RawEvent) -> Result<TicketEvent, DecodeError> {
         "customer_replied" => TicketAction::CustomerReplied,
         "resolved" => TicketAction::Resolved,
         "reopened" => TicketAction::Reopened,
-        _ => return Err(DecodeError::UnknownAction(action_name)),
+        _ => return Err(DecodeError::UnknownAction(action_name.into_owned())),
     };
     Ok(TicketEvent { ticket_id, action })
 }
 
-fn survey(raw: RawEvent) -> Result<Survey, DecodeError> {
+fn survey(raw: RawEvent<'_>) -> Result<Survey, DecodeError> {
     let survey_id = SurveyId::new(required("survey_id", raw.survey_id)?);
     let kind = required("kind", raw.kind)?;
     let score = raw.score.ok_or(DecodeError::MissingField("score"))?;
     let (kind, default_scale, allowed, allowed_text, min): (&'static str, i64, &[i64], _, i64) =
-        match kind.as_str() {
+        match &*kind {
             "nps" => ("nps", 10, &[10], "10", 0),
             "csat" => ("csat", 5, &[3, 5, 7, 10], "3, 5, 7, 10", 1),
             "ces" => ("ces", 7, &[5, 7], "5, 7", 1),
-            _ => return Err(DecodeError::UnknownKind(kind)),
+            _ => return Err(DecodeError::UnknownKind(kind.into_owned())),
         };
     let scale_max = raw.scale_max.unwrap_or(default_scale);
     if !allowed.contains(&scale_max) {
@@ -190,7 +199,7 @@ fn survey(raw: RawEvent) -> Result<Survey, DecodeError> {
     Ok(Survey {
         survey_id,
         response,
-        comment: raw.comment,
+        comment: raw.comment.map(Text::into_owned),
         ticket_id: raw.ticket_id.filter(|id| !id.is_empty()).map(TicketId::new),
         order_id: raw.order_id.filter(|id| !id.is_empty()).map(OrderId::new),
     })
