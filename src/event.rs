@@ -66,6 +66,14 @@ impl EventTime {
         }
     }
 
+    /// Appends [`to_rfc3339`](Self::to_rfc3339)'s text to `out`, without allocating.
+    pub fn write_rfc3339(self, out: &mut Vec<u8>) {
+        match self.rfc3339_bytes() {
+            Some(text) => out.extend_from_slice(&text),
+            None => out.extend_from_slice(self.to_rfc3339_by_chrono().as_bytes()),
+        }
+    }
+
     /// The RFC 3339 text of a four-digit year, on the stack: every output record
     /// carries several of these, so they are formatted by hand (chrono's
     /// formatter showed in the profile) without allocating.

@@ -314,7 +314,7 @@ impl Encoder {
             }
         };
         let value = match self.format {
-            Format::Json => json_value(&json::Signal {
+            Format::Json => view_json(&json::Signal {
                 event_id: &event_id,
                 kind,
                 customer_id: signal.customer_id.as_str(),
@@ -345,7 +345,7 @@ impl Encoder {
     ) -> OutputRecord {
         let event_id = position.id("enriched");
         let value = match self.format {
-            Format::Json => json_value(&enriched_json(event, profile, position, &event_id)),
+            Format::Json => view_json(&enriched_json(event, profile, position, &event_id)),
             Format::Protobuf => {
                 enriched_message(event, profile, position, &event_id).encode_to_vec()
             }
@@ -449,13 +449,20 @@ fn money(
         .collect()
 }
 
-/// `message` as JSON.
+/// `message` (a window result) as JSON.
 fn json_value<T: serde::Serialize>(message: &T) -> Vec<u8> {
     // Sized for a typical record at once: growing from serde_json's default 128
     // bytes copied every record two or three times.
     let mut value = Vec::with_capacity(JSON_RECORD_CAPACITY);
     // Serialising structs of strings, numbers and maps cannot fail.
     let _ = serde_json::to_writer(&mut value, message);
+    value
+}
+
+/// A per-event or per-flush record's JSON, from its view.
+fn view_json(view: &impl json::WriteJson) -> Vec<u8> {
+    let mut value = Vec::with_capacity(JSON_RECORD_CAPACITY);
+    view.write_json(&mut value);
     value
 }
 
@@ -622,7 +629,7 @@ pub fn profile_json(profile: &Profile) -> Vec<u8> {
     let last_nps = profile.last_nps();
     let last_csat = profile.last_csat();
     let last_ces = profile.last_ces();
-    json_value(&json::Profile {
+    view_json(&json::Profile {
         customer_id: profile.customer_id.as_str(),
         first_seen: profile.first_seen.get(),
         last_seen: profile.last_seen.get(),
