@@ -70,11 +70,22 @@ pub trait CommitStrategy {
     /// Forgets the offsets held back for `task`, whose in-memory state was
     /// dropped or replaced by a restore: they describe state that no flush will write.
     fn forget(&mut self, _task: u32) {}
-    /// True while records handed over wait to be queued (slices of a flush):
-    /// [`check`](Self::check) then has work to do at once.
-    fn has_deferred(&self) -> bool {
-        false
+    /// What work handed over still waits for, which says when
+    /// [`check`](Self::check) next has something to do.
+    fn pending(&self) -> Pending {
+        Pending::Nothing
     }
+}
+
+/// What work handed over to a commit strategy still waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pending {
+    /// Nothing: only a new command brings work.
+    Nothing,
+    /// Delivery reports: a check a few milliseconds later may move it on.
+    Deliveries,
+    /// Records to queue (slices of a flush): a check has work at once.
+    Records,
 }
 
 /// Cycles handed over and not yet settled before `commit` waits for the oldest.
@@ -294,16 +305,23 @@ impl CommitStrategy for AtLeastOnce {
         self.advance()
     }
 
-    fn has_deferred(&self) -> bool {
+    fn pending(&self) -> Pending {
         let oldest_state = self
             .pending
             .front()
             .is_some_and(|oldest| oldest.stage == Stage::State && !oldest.changelog.is_empty());
-        oldest_state
+        if oldest_state
             || self
                 .pending
                 .iter()
                 .any(|checkpoint| !checkpoint.profiles.is_empty())
+        {
+            Pending::Records
+        } else if self.pending.is_empty() {
+            Pending::Nothing
+        } else {
+            Pending::Deliveries
+        }
     }
 
     fn commit(&mut self, cycle: Cycle) -> anyhow::Result<()> {
@@ -384,7 +402,7 @@ enum Command {
 /// How often a settle waiting for the background thread calls its keep-alive.
 pub const KEEP_ALIVE_EVERY: Duration = Duration::from_millis(100);
 
-/// How often the background thread lets its strategy advance when no command comes.
+/// How often the background thread lets its strategy advance while deliveries are awaited.
 const BACKGROUND_CHECK_EVERY: Duration = Duration::from_millis(5);
 
 /// Cycles handed to the background thread and not yet taken: beyond this
@@ -413,16 +431,17 @@ impl Background {
             .name("cxpulse-commit".into())
             .spawn(move || loop {
                 // Slices of a flush go out back to back while no cycle comes
-                // (a command is still taken between two slices); otherwise the
-                // thread sleeps until a command or the next check.
-                let command = if strategy.has_deferred() {
-                    match received.try_recv() {
+                // (a command is still taken between two slices); deliveries
+                // are checked for every few milliseconds; an idle thread
+                // sleeps until the next command.
+                let command = match strategy.pending() {
+                    Pending::Records => match received.try_recv() {
                         Err(TryRecvError::Empty) => Err(RecvTimeoutError::Timeout),
                         Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
                         Ok(command) => Ok(command),
-                    }
-                } else {
-                    received.recv_timeout(BACKGROUND_CHECK_EVERY)
+                    },
+                    Pending::Deliveries => received.recv_timeout(BACKGROUND_CHECK_EVERY),
+                    Pending::Nothing => received.recv().map_err(|_| RecvTimeoutError::Disconnected),
                 };
                 let result = match command {
                     Ok(Command::Commit(cycle)) => strategy.commit(*cycle),
