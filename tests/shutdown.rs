@@ -77,7 +77,13 @@ async fn sigterm_with_outputs_in_flight(guarantee: Guarantee, name: &str) {
     let address = common::free_address();
     let producer = common::producer(&broker);
 
-    let mut first = Instance::start(&config, &address, &log);
+    // Small cycles for the instance that is stopped: consuming the batch then
+    // spans many of them (in exactly-once, as many transactions), so SIGTERM
+    // lands in the middle; with 5,000-record cycles a fast instance consumed
+    // everything before the first look. Its successor reads at full size.
+    let mut stopped_config = config.clone();
+    stopped_config.processing.batch_max_records = 100;
+    let mut first = Instance::start(&stopped_config, &address, &log);
     first.wait_ready().await;
     let produced_at = Instant::now();
     // Watched while it is produced: waiting for the whole batch first left the
