@@ -2,34 +2,55 @@
 //! read from the config file, never printed.
 
 use figment::value::{Dict, Value};
+use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
+use subtle::ConstantTimeEq as _;
 
-/// A secret value: compared and used, never shown.
-#[derive(Clone, Default, Deserialize, PartialEq)]
+/// A secret value: compared and used, never shown; zeroed in memory when dropped
+/// (`secrecy`).
+#[derive(Clone, Deserialize)]
 #[serde(transparent)]
-pub struct Secret(String);
+pub struct Secret(SecretString);
 
 impl Secret {
-    /// The secret itself, for the places that hand it to librdkafka or compare it.
+    /// The secret itself, for the places that hand it to librdkafka.
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose_secret()
     }
 
     /// True when no secret was given.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
+    }
+
+    /// Whether `given` is this secret, in a time that does not depend on where
+    /// they first differ (`subtle`; only their lengths may show).
+    pub fn matches(&self, given: &[u8]) -> bool {
+        self.expose().as_bytes().ct_eq(given).into()
+    }
+}
+
+impl Default for Secret {
+    fn default() -> Self {
+        Secret::from(String::new())
     }
 }
 
 impl From<String> for Secret {
     fn from(value: String) -> Self {
-        Secret(value)
+        Secret(SecretString::from(value))
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.matches(other.expose().as_bytes())
     }
 }
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
+        f.write_str(if self.is_empty() {
             "<none>"
         } else {
             "<redacted>"
@@ -73,26 +94,10 @@ pub fn is_secret_property(name: &str) -> bool {
             })
 }
 
-/// Edits (insertions, deletions, substitutions, swaps of neighbours) from `a` to `b`.
+/// Edits (insertions, deletions, substitutions, swaps of neighbours) from `a`
+/// to `b`: the optimal string alignment distance.
 fn typos(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    // Rows i-2, i-1 and i of the optimal string alignment distance.
-    let mut before: Vec<usize> = vec![0; b.len() + 1];
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut current = vec![i; b.len() + 1];
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            current[j] = (previous[j] + 1)
-                .min(current[j - 1] + 1)
-                .min(previous[j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                current[j] = current[j].min(before[j - 2] + 1);
-            }
-        }
-        before = std::mem::replace(&mut previous, current);
-    }
-    previous[b.len()]
+    strsim::osa_distance(a, b)
 }
 
 /// Whether the dotted config `key` holds a secret: one of [`SECRET_KEYS`] or a
@@ -179,6 +184,17 @@ mod tests {
         ] {
             assert!(!is_secret_property(plain), "{plain}");
         }
+    }
+
+    #[test]
+    fn secrets_match_exactly() {
+        let secret = Secret::from("abc".to_string());
+        assert!(secret.matches(b"abc"));
+        for other in [&b"abd"[..], b"ab", b"abcd", b""] {
+            assert!(!secret.matches(other), "{other:?}");
+        }
+        assert_eq!(format!("{secret:?}"), "<redacted>");
+        assert_eq!(format!("{:?}", Secret::default()), "<none>");
     }
 
     #[test]
