@@ -10,7 +10,9 @@
 //! collide in 64 bits). Entries older than the horizon no longer count and are
 //! dropped whenever the customer's list is rewritten.
 
-use std::hash::{Hash, Hasher};
+use std::hash::Hasher as _;
+
+use siphasher::sip::SipHasher24;
 
 use crate::compact::CompactTime;
 use crate::event::{EventId, EventTime};
@@ -70,12 +72,20 @@ impl std::fmt::Debug for SeenEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeenEvents(Box<[SeenEvent]>);
 
-/// The deterministic fingerprint of an event id (keyed SipHash, as in the
-/// changelog, so it must never change).
+/// Key of [`fingerprint`]'s SipHash: part of the changelog's format.
+const FINGERPRINT_KEY: (u64, u64) = (0x0063_7870_756c_7365, 1);
+
+/// The deterministic fingerprint of an event id: SipHash-2-4 (as specified by
+/// Aumasson and Bernstein) of the id's UTF-8 bytes with [`FINGERPRINT_KEY`].
+/// The changelog stores it, so it must never change; golden values pin it.
 pub fn fingerprint(event_id: &EventId) -> u64 {
-    #[allow(deprecated)]
-    let mut hasher = std::hash::SipHasher::new_with_keys(0x0063_7870_756c_7365, 1);
-    event_id.hash(&mut hasher);
+    sip24(FINGERPRINT_KEY, event_id.as_str().as_bytes())
+}
+
+/// SipHash-2-4 of `bytes` alone (no length prefix or terminator, unlike `Hash for str`).
+fn sip24((k0, k1): (u64, u64), bytes: &[u8]) -> u64 {
+    let mut hasher = SipHasher24::new_with_keys(k0, k1);
+    hasher.write(bytes);
     hasher.finish()
 }
 
@@ -142,18 +152,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fingerprints_stay_those_of_the_boxed_ids_main_wrote() {
-        // Ids used to be `Box<str>`: the changelog holds fingerprints of that hash.
-        for id in [
+    fn sip24_is_the_reference_siphash() {
+        // The first vectors of the SipHash paper's appendix: key 00..0f, messages 00..n-1.
+        let key = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
+        let message: Vec<u8> = (0..64).collect();
+        for (length, expected) in [
+            (0, 0x726f_db47_dd0e_0e31),
+            (1, 0x74f8_39c5_93dc_67fd),
+            (63, 0x958a_324c_eb06_4572),
+        ] {
+            assert_eq!(sip24(key, &message[..length]), expected, "length {length}");
+        }
+    }
+
+    #[test]
+    fn fingerprints_are_pinned() {
+        // Stored in the changelog: a change here breaks every restore of de-dup memory.
+        let ids = [
             "e",
             "ev-0000000001",
             "a-much-longer-event-id-than-fifteen-bytes",
-        ] {
-            #[allow(deprecated)]
-            let mut hasher = std::hash::SipHasher::new_with_keys(0x0063_7870_756c_7365, 1);
-            Box::<str>::from(id).hash(&mut hasher);
-            assert_eq!(fingerprint(&EventId::new(id)), hasher.finish(), "{id}");
-        }
+        ];
+        let fingerprints = ids.map(|id| format!("{:#x}", fingerprint(&EventId::new(id))));
+        let pinned = [
+            "0x951ef54447a20910",
+            "0x92b25a033aa3739e",
+            "0xcbfa729ac305231d",
+        ];
+        assert_eq!(fingerprints, pinned);
     }
 
     #[test]
