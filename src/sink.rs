@@ -53,6 +53,10 @@ impl Sink {
         client
             .set("client.id", format!("{}-producer", config.client_id))
             .set("enable.idempotence", "true")
+            // The Java client's partitioner (murmur2 of the key), so that a Kafka
+            // Streams or Flink job can join the outputs with its own topics of the
+            // same keys and partition count without a repartition.
+            .set("partitioner", "murmur2_random")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .set("message.timeout.ms", "300000");

@@ -49,11 +49,104 @@ async fn inputs_in_every_compression_codec_equal_the_model() {
         &broker, &config, partitions, &events, data_start, data_end, flush_time, false,
     );
     eprintln!("inputs compressed with {codecs:?}: {compared}");
+    let outputs_partitioned =
+        outputs_are_partitioned_as_the_java_client(&broker, &config, partitions).await;
+    eprintln!("{outputs_partitioned}");
     running.stop();
     tokio::task::spawn_blocking(move || running.join())
         .await
         .unwrap()
         .unwrap();
+}
+
+/// Every keyed record of `cx.profiles` and `cx.enriched` is in the partition the
+/// Java client puts its key in: Kafka's own console producer writes each key to
+/// a scratch topic of the same partition count, and the partitions are compared.
+async fn outputs_are_partitioned_as_the_java_client(
+    broker: &Broker,
+    config: &Config,
+    partitions: i32,
+) -> String {
+    let timeout = Duration::from_secs(60);
+    let mut placed: BTreeMap<Vec<u8>, (String, i32)> = BTreeMap::new();
+    for topic in [&config.topics.profiles, &config.topics.enriched] {
+        for record in common::read_until(broker, topic, timeout, |records| !records.is_empty()) {
+            if record.key.is_empty() {
+                continue;
+            }
+            let (earlier_topic, partition) = placed
+                .entry(record.key.clone())
+                .or_insert_with(|| (topic.clone(), record.partition));
+            assert_eq!(
+                *partition,
+                record.partition,
+                "key {:?} is in partition {partition} of {earlier_topic} but {} of {topic}",
+                String::from_utf8_lossy(&record.key),
+                record.partition,
+            );
+        }
+    }
+    let scratch = format!("{}.java-partitioner", config.topics.profiles);
+    let spec = TopicSpec {
+        name: scratch.clone(),
+        partitions,
+        configs: Vec::new(),
+    };
+    topics::ensure(config, &[spec])
+        .await
+        .expect("scratch topic");
+    let lines: String = placed
+        .keys()
+        .map(|key| format!("{}\tjava\n", String::from_utf8_lossy(key)))
+        .collect();
+    let mut producer = std::process::Command::new(common::kafka_script())
+        .args(["run-class", "org.apache.kafka.tools.ConsoleProducer"])
+        .args([
+            "--bootstrap-server",
+            &broker.bootstrap(),
+            "--topic",
+            &scratch,
+        ])
+        .args([
+            "--reader-property",
+            "parse.key=true",
+            "--reader-property",
+            "key.separator=\t",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("the Java console producer starts");
+    use std::io::Write as _;
+    producer
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(lines.as_bytes())
+        .expect("keys written to the console producer");
+    assert!(producer.wait().expect("console producer").success());
+    let java = common::read_until(broker, &scratch, timeout, |records| {
+        records.len() >= placed.len()
+    });
+    assert_eq!(
+        java.len(),
+        placed.len(),
+        "the Java producer wrote every key once"
+    );
+    for record in &java {
+        let (topic, partition) = &placed[&record.key];
+        assert_eq!(
+            *partition,
+            record.partition,
+            "key {:?}: cxpulse put it in partition {partition} of {topic}, the Java client in {}",
+            String::from_utf8_lossy(&record.key),
+            record.partition,
+        );
+    }
+    let in_first = java.iter().filter(|record| record.partition == 0).count();
+    format!(
+        "{} output keys in the Java client's partitions ({in_first} in partition 0)",
+        java.len()
+    )
 }
 
 /// The SASL_SSL listener of the broker `scripts/test` started: (bootstrap, CA, user, password).
