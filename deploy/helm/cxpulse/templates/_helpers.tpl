@@ -119,6 +119,18 @@ chart owns (the HTTP listener on the container port, TLS file locations).
 
 {{/* Refuses values that would deploy something broken, with the reason. */}}
 {{- define "cxpulse.validate" -}}
+{{- /*
+Kubernetes 1.25 or newer: the version the chart is validated against and
+written for (restricted Pod Security admission is GA from 1.25). Not a
+Chart.yaml kubeVersion, which Helm also checks against its built-in default
+when no cluster is asked; that default, v1.20.0 in helm built without
+version flags (`go install`), is let through so that a plain `helm template`
+renders (a real 1.20 cluster would refuse the policy/v1 PodDisruptionBudget).
+*/ -}}
+{{- $kube := .Capabilities.KubeVersion.Version -}}
+{{- if and (ne $kube "v1.20.0") (semverCompare "<1.25.0-0" $kube) -}}
+{{- fail (printf "Kubernetes %s is older than 1.25, the oldest version this chart supports" $kube) -}}
+{{- end -}}
 {{- $partitions := int .Values.partitions -}}
 {{- if and (not .Values.keda.enabled) (gt (int .Values.replicas) $partitions) -}}
 {{- fail (printf "replicas (%d) exceeds partitions (%d): one task per input partition, so the extra pods would stay idle and never become ready" (int .Values.replicas) $partitions) -}}
