@@ -10,11 +10,15 @@ Usage: manifests.py REPO_ROOT RENDERED.yaml
 - cxpulse.toml parses, uses only keys config/default.toml documents (the
   librdkafka property maps are free-form), holds no secret, and its shutdown
   timeout is below terminationGracePeriodSeconds.
+- cxpulse.toml names its consumer group, client id and changelog topic
+  (the chart derives them from the release when the values leave them empty).
 - Custom resources, which the Kubernetes schemas do not cover, have the
-  structure their operators need: PodMonitor, ServiceMonitor, PrometheusRule
-  (equal to deploy/prometheus/cxpulse-rules.yaml), ScaledObject (targets the
-  StatefulSet, at most `partitions` replicas), and the Grafana dashboard
-  ConfigMap holds valid dashboard JSON.
+  structure their operators need: PodMonitor and ServiceMonitor (the same
+  scrape job, the release's), PrometheusRule (deploy/prometheus/
+  cxpulse-rules.yaml with each container="cxpulse" selector narrowed to the
+  release's namespace and that job), ScaledObject (targets the StatefulSet, at
+  most `partitions` replicas, its default query on the same series), and the
+  Grafana dashboard ConfigMap holds valid dashboard JSON.
 """
 
 import json
@@ -80,21 +84,41 @@ def check_config(root, configmap, pod):
                 bad(f"cxpulse.toml holds a secret: {section}.{name}.{key}")
     if "sasl_password" in (config.get("kafka") or {}):
         bad("cxpulse.toml holds kafka.sasl_password")
+    for section, key in (("kafka", "group_id"), ("kafka", "client_id"), ("topics", "changelog")):
+        if not (config.get(section) or {}).get(key):
+            bad(f"cxpulse.toml does not set {section}.{key} (the chart derives it from the release)")
     shutdown = seconds((config.get("processing") or {}).get("shutdown_timeout", "30s"))
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if shutdown is None or grace <= shutdown:
         bad(f"terminationGracePeriodSeconds {grace} is not above processing.shutdown_timeout")
 
 
-def check_rules(root, rule):
+SHARED = 'container="cxpulse"'
+
+
+def check_rules(root, rule, jobs):
+    """The rules file narrowed to one release; returns its matchers (namespace="...", job="...")."""
     groups = (rule.get("spec") or {}).get("groups")
     plain = yaml.safe_load(open(f"{root}/deploy/prometheus/cxpulse-rules.yaml"))
+    exprs = "\n".join(item.get("expr") or "" for group in groups or [] for item in group.get("rules") or [])
+    scope = re.search(re.escape(SHARED) + r', (namespace="[^"]*", job="[^"]*")', exprs)
+    scope = scope and scope.group(1)
+    if not scope:
+        bad("PrometheusRule does not narrow its selectors to the release's namespace and job")
+        return None
+    for group in plain.get("groups") or []:
+        for item in group.get("rules") or []:
+            item["expr"] = item["expr"].replace(SHARED, f"{SHARED}, {scope}")
     if groups != plain.get("groups"):
-        bad("PrometheusRule spec.groups differ from deploy/prometheus/cxpulse-rules.yaml")
+        bad("PrometheusRule spec.groups differ from deploy/prometheus/cxpulse-rules.yaml narrowed to one release")
+    job = re.search(r'job="([^"]*)"', scope).group(1)
+    if jobs and jobs != {job}:
+        bad(f"PrometheusRule selects job {job!r}, the monitors scrape as {sorted(jobs)}")
     for group in groups or []:
         for item in group.get("rules") or []:
             if not item.get("expr") or bool(item.get("alert")) == bool(item.get("record")):
                 bad(f"PrometheusRule rule without expr or with neither/both alert and record: {item}")
+    return scope
 
 
 def main():
@@ -123,6 +147,8 @@ def main():
     for name, item in env.items():
         if name.startswith("CXPULSE_") and "value" in item and re.search(r"PASSWORD|SECRET|TOKEN", name) and not name.endswith("_FILE"):
             bad(f"{name} carries a secret in plain text; mount a Secret and use {name}_FILE")
+    if pod["containers"][0].get("name") != "cxpulse":
+        bad("the container is not named cxpulse (the alert rules select container=\"cxpulse\")")
     ports = {p.get("name"): p for p in pod["containers"][0].get("ports") or []}
     if "http" not in ports:
         bad("the container has no port named http")
@@ -164,6 +190,15 @@ def main():
         check_config(root, configmap, pod)
 
     # Custom resources.
+    jobs = set()
+
+    def job_of(kind, endpoints):
+        found = {r.get("replacement") for e in endpoints for r in e.get("relabelings") or []
+                 if r.get("targetLabel") == "job" and r.get("action", "replace") == "replace"}
+        if len(found) != 1 or not next(iter(found)):
+            bad(f"{kind} does not set one job label, the release's (the rules, KEDA and the dashboard select it)")
+        jobs.update(j for j in found if j)
+
     for monitor in by_kind.get("PodMonitor", []):
         spec = monitor.get("spec") or {}
         if not matches(spec.get("selector"), labels):
@@ -171,8 +206,7 @@ def main():
         endpoints = spec.get("podMetricsEndpoints") or []
         if not endpoints or any(e.get("port") != "http" or e.get("path") != "/metrics" for e in endpoints):
             bad("PodMonitor does not scrape port http at /metrics")
-        if not any(r.get("targetLabel") == "job" and r.get("replacement") == "cxpulse" for e in endpoints for r in e.get("relabelings") or []):
-            bad("PodMonitor does not set job=cxpulse, which the alert rules select")
+        job_of("PodMonitor", endpoints)
     for monitor in by_kind.get("ServiceMonitor", []):
         spec = monitor.get("spec") or {}
         selected = [s for s in services.values() if matches(spec.get("selector"), s["metadata"].get("labels") or {})]
@@ -181,10 +215,10 @@ def main():
         endpoints = spec.get("endpoints") or []
         if not endpoints or any(e.get("port") != "http" or e.get("path") != "/metrics" for e in endpoints):
             bad("ServiceMonitor does not scrape port http at /metrics")
-        if not any(r.get("targetLabel") == "job" and r.get("replacement") == "cxpulse" for e in endpoints for r in e.get("relabelings") or []):
-            bad("ServiceMonitor does not set job=cxpulse, which the alert rules select")
-    for rule in by_kind.get("PrometheusRule", []):
-        check_rules(root, rule)
+        job_of("ServiceMonitor", endpoints)
+    if len(jobs) > 1:
+        bad(f"the PodMonitor and ServiceMonitor scrape as different jobs: {sorted(jobs)}")
+    scopes = {check_rules(root, rule, jobs) for rule in by_kind.get("PrometheusRule", [])}
     for scaled in by_kind.get("ScaledObject", []):
         spec = scaled.get("spec") or {}
         target = spec.get("scaleTargetRef") or {}
@@ -198,6 +232,10 @@ def main():
         for trigger in spec.get("triggers") or [{}]:
             if trigger.get("type") != "prometheus" or not {"serverAddress", "query", "threshold"} <= set(trigger.get("metadata") or {}):
                 bad(f"ScaledObject trigger is not a complete prometheus trigger: {trigger}")
+            query = (trigger.get("metadata") or {}).get("query", "")
+            for scope in scopes - {None}:
+                if "cxpulse_consumer_lag_records{" + scope + "}" not in query:
+                    bad(f"ScaledObject query does not select the release's lag ({scope}): {query}")
     for dashboard in [c for c in configmaps.values() if (c["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]:
         for name, text in (dashboard.get("data") or {}).items():
             try:

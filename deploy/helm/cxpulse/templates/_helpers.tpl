@@ -25,6 +25,25 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
+{{/*
+The release's name on Kafka, the default of kafka.group_id and client_id:
+<namespace>.<full name>, unique per release in a cluster, so two releases
+(in one namespace or two) never share a consumer group or changelog.
+*/}}
+{{- define "cxpulse.kafkaName" -}}
+{{- printf "%s.%s" .Release.Namespace (include "cxpulse.fullname" .) -}}
+{{- end -}}
+
+{{/* The scrape job of the release's targets: monitoring.job or the full name. */}}
+{{- define "cxpulse.job" -}}
+{{- default (include "cxpulse.fullname" .) .Values.monitoring.job -}}
+{{- end -}}
+
+{{/* PromQL label matchers of the release's series. */}}
+{{- define "cxpulse.seriesMatchers" -}}
+{{- printf "namespace=%s, job=%s" (toJson .Release.Namespace) (toJson (include "cxpulse.job" .)) -}}
+{{- end -}}
+
 {{- define "cxpulse.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "cxpulse.fullname" .) .Values.serviceAccount.name -}}
@@ -45,11 +64,20 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- define "cxpulse.secretsDir" -}}/var/run/secrets/cxpulse{{- end -}}
 
 {{/*
-The effective cxpulse.toml content as a dict: .Values.config plus what the
-chart owns (the HTTP listener on the container port, TLS file locations).
+The effective cxpulse.toml content as a dict: .Values.config with the
+release's Kafka names where they are empty (kafka.group_id, kafka.client_id,
+topics.changelog), plus what the chart owns (the HTTP listener on the
+container port, TLS file locations).
 */}}
 {{- define "cxpulse.configDict" -}}
 {{- $config := deepCopy .Values.config -}}
+{{- $kafka := get $config "kafka" | default dict -}}
+{{- $topics := get $config "topics" | default dict -}}
+{{- if not $kafka.group_id }}{{ $_ := set $kafka "group_id" (include "cxpulse.kafkaName" .) }}{{ end -}}
+{{- if not $kafka.client_id }}{{ $_ := set $kafka "client_id" (include "cxpulse.kafkaName" .) }}{{ end -}}
+{{- if not $topics.changelog }}{{ $_ := set $topics "changelog" (printf "%s.state-changelog" $kafka.group_id) }}{{ end -}}
+{{- $_ := set $config "kafka" $kafka -}}
+{{- $_ := set $config "topics" $topics -}}
 {{- $owned := dict "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.service.port))) -}}
 {{- with .Values.secrets.kafkaTls -}}
 {{- if .secretName -}}
@@ -155,6 +183,10 @@ renders (a real 1.20 cluster would refuse the policy/v1 PodDisruptionBudget).
 {{- fail (printf "config.kafka.%s.%q looks like a secret; cxpulse refuses secrets in its config file: mount an existing Secret (secrets.*) or use extraEnv with valueFrom.secretKeyRef" $map $name) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- $changelog := dig "topics" "changelog" "" (include "cxpulse.configDict" . | fromYaml) -}}
+{{- if not (regexMatch "^[A-Za-z0-9._-]{1,249}$" $changelog) -}}
+{{- fail (printf "topics.changelog %q is not a valid Kafka topic name (at most 249 of A-Z a-z 0-9 . _ -): set config.topics.changelog, or a config.kafka.group_id it can derive <group_id>.state-changelog from" $changelog) -}}
 {{- end -}}
 {{- if hasKey (.Values.config.http | default dict) "api_token" -}}
 {{- fail "config.http.api_token is a secret: use secrets.apiToken (an existing Secret)" -}}
