@@ -21,6 +21,12 @@ const PROMTOOL: &str = "/usr/bin/promtool";
 /// every minute, so its gauges exist soon after the demo caught up.
 const WINDOW: &str = "1h";
 
+/// The release the `$namespace` and `$job` variables pick: the labels
+/// Prometheus gives the demo's target here, as the chart's monitors give a
+/// release's pods their namespace and job.
+const NAMESPACE: &str = "cxpulse-demo";
+const JOB: &str = "cxpulse";
+
 /// How long the demo and Prometheus get to make every panel non-empty: the
 /// demo first replays a day of history, on a loaded two-core machine.
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -85,7 +91,8 @@ struct PanelQuery {
 }
 
 /// Every panel target of the dashboard, rows' nested panels included, with
-/// Grafana's variables replaced by what Grafana would send.
+/// Grafana's variables replaced by what Grafana would send for one release.
+/// Each must filter on that release (namespace and job).
 fn panel_queries(dashboard: &Value) -> Vec<PanelQuery> {
     fn walk(panels: &[Value], out: &mut Vec<PanelQuery>) {
         for panel in panels {
@@ -94,12 +101,24 @@ fn panel_queries(dashboard: &Value) -> Vec<PanelQuery> {
             }
             for target in panel["targets"].as_array().into_iter().flatten() {
                 let expr = target["expr"].as_str().unwrap_or_default();
+                for filter in ["namespace=~\"$namespace\"", "job=~\"$job\""] {
+                    assert!(
+                        expr.contains(filter),
+                        "{} [{}] does not filter on {filter}: {expr}",
+                        panel["title"],
+                        target["refId"]
+                    );
+                }
                 out.push(PanelQuery {
                     panel: panel["title"].as_str().unwrap_or("?").to_string(),
                     ref_id: target["refId"].as_str().unwrap_or("?").to_string(),
                     expr: expr
                         .replace("${window}", WINDOW)
                         .replace("$window", WINDOW)
+                        .replace("${namespace}", NAMESPACE)
+                        .replace("$namespace", NAMESPACE)
+                        .replace("${job}", JOB)
+                        .replace("$job", JOB)
                         .replace("$__rate_interval", "1m")
                         .replace("$__interval", "15s")
                         .replace("$__range", "10m"),
@@ -112,7 +131,8 @@ fn panel_queries(dashboard: &Value) -> Vec<PanelQuery> {
     out
 }
 
-/// The dashboard's frame: what the Grafana sidecar and the window picker need.
+/// The dashboard's frame: what the Grafana sidecar and the release and window
+/// pickers need.
 fn assert_dashboard_shape(dashboard: &Value) {
     assert!(dashboard["schemaVersion"].as_u64().unwrap_or(0) >= 39);
     let variables = dashboard["templating"]["list"]
@@ -127,8 +147,25 @@ fn assert_dashboard_shape(dashboard: &Value) {
     assert_eq!(variable("datasource")["type"], "datasource");
     assert_eq!(variable("datasource")["query"], "prometheus");
     assert_eq!(
+        variable("namespace")["definition"],
+        "label_values(cxpulse_build_info, namespace)"
+    );
+    assert_eq!(
+        variable("job")["definition"],
+        "label_values(cxpulse_build_info{namespace=~\"$namespace\"}, job)"
+    );
+    for name in ["namespace", "job"] {
+        assert_eq!(variable(name)["multi"], true, "${name} is multi-value");
+        assert_eq!(variable(name)["includeAll"], true, "${name} offers All");
+        assert_eq!(
+            variable(name)["allValue"],
+            ".*",
+            "${name}'s All matches any"
+        );
+    }
+    assert_eq!(
         variable("window")["definition"],
-        "label_values(cxpulse_window_nps_responses, window)"
+        "label_values(cxpulse_window_nps_responses{namespace=~\"$namespace\", job=~\"$job\"}, window)"
     );
     let rows: Vec<&str> = dashboard["panels"]
         .as_array()
@@ -258,7 +295,8 @@ fn every_dashboard_panel_has_data_and_the_scrape_passes_promtool() {
         &config,
         format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: cxpulse\n    static_configs:\n      - targets: ['{demo}']\n"
+             scrape_configs:\n  - job_name: {JOB}\n    static_configs:\n      - targets: ['{demo}']\n\
+             \x20       labels: {{namespace: {NAMESPACE}}}\n"
         ),
     )
     .expect("prometheus.yml");
