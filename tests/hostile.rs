@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::instance::Instance;
 use common::Broker;
+use cxpulse::config::Guarantee;
 use cxpulse::event::EventTime;
 use cxpulse::topics::{self, TopicSpec};
 use rdkafka::producer::FutureProducer;
@@ -197,11 +198,31 @@ async fn hostile_records_go_to_the_dlq_and_the_service_lives_on() {
 /// so, and the service goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outputs_the_broker_refuses_become_dead_letters() {
+    refused_outputs_become_dead_letters(Guarantee::AtLeastOnce).await;
+}
+
+/// The same under exactly-once: the refused record must not abort the
+/// transaction on every restart (a poison pill); it becomes a dead letter in a
+/// transaction that commits the cycle's other outputs, state and offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_the_broker_refuses_become_dead_letters_in_a_transaction() {
+    refused_outputs_become_dead_letters(Guarantee::ExactlyOnce).await;
+}
+
+async fn refused_outputs_become_dead_letters(guarantee: Guarantee) {
     use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
     use rdkafka::client::DefaultClientContext;
 
     let broker = Broker::kafka();
-    let config = common::test_config(&broker, "refused");
+    let name = match guarantee {
+        Guarantee::AtLeastOnce => "refused",
+        Guarantee::ExactlyOnce => "refused-eos",
+    };
+    let mut config = common::test_config(&broker, name);
+    if guarantee == Guarantee::ExactlyOnce {
+        config.processing.guarantee = guarantee;
+        config.kafka.transactional_id = format!("cxpulse-{name}-{}", std::process::id());
+    }
     broker.create_topics(&config, 1).await;
     let address = common::free_address();
     let log = std::env::temp_dir().join(format!("cxpulse-refused-{}.log", std::process::id()));
@@ -293,12 +314,30 @@ async fn outputs_the_broker_refuses_become_dead_letters() {
     })
     .await;
     assert!(applied, "both events applied");
+    // The cycles' other work committed: the profile with both events is out.
+    let profiles = common::read_until(
+        &broker,
+        &config.topics.profiles,
+        Duration::from_secs(30),
+        |records| {
+            records
+                .iter()
+                .any(|record| record.key == b"c1" && record.json()["events"] == 2)
+        },
+    );
+    assert!(
+        profiles
+            .iter()
+            .any(|record| record.key == b"c1" && record.json()["events"] == 2),
+        "the profile of both events is committed: {profiles:?}"
+    );
     assert!(
         instance.child.try_wait().expect("status").is_none(),
         "the service is alive"
     );
     eprintln!(
-        "{} enriched records refused by the broker became dead letters; service alive",
+        "{guarantee:?}: {} enriched records refused by the broker became dead letters; \
+         profile committed; service alive",
         refused.len()
     );
     instance.terminate();

@@ -374,6 +374,11 @@ impl Encoder {
         )
     }
 
+    /// Whether `record` is a dead letter (it goes to the dead-letter topic).
+    pub fn is_dead_letter(&self, record: &OutputRecord) -> bool {
+        record.topic == self.topics.dlq
+    }
+
     /// The `cx.dlq` record of a rejected input: original key, value and headers plus the reason.
     ///
     /// A dead letter larger than the DLQ takes is written without its value (then
