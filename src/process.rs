@@ -627,6 +627,20 @@ mod tests {
         last
     }
 
+    /// A write-ahead chunk record (a value of at most `CHUNK_BYTES`, see the
+    /// write-ahead tests, and the longest chunk key) is within the largest
+    /// record the producer sends by default, framing included.
+    #[test]
+    fn a_full_write_ahead_chunk_fits_in_a_producer_record() {
+        let config = Config::default();
+        let encoder = Encoder::new(config.topics.clone(), config.formats.outputs, "test");
+        let longest_key = format!("c/{}/{}/{}", u64::MAX, usize::MAX, usize::MAX);
+        assert!(
+            changelog::CHUNK_BYTES + longest_key.len()
+                <= encoder.max_record_bytes(&config.topics.changelog)
+        );
+    }
+
     proptest! {
         #[test]
         fn changed_profiles_keep_each_customers_last_change(

@@ -8,7 +8,7 @@
 //! | `w/{window}/{pane_start}` | `Pane` counts (tombstone when dropped) |
 //! | `a/{time}` | `ActiveDelta` (tombstone when gone) |
 //! | `m` | `Meta`: input offsets included, flush number, watermark, window progress |
-//! | `c/{flush}/{index}/{count}` | write-ahead batch: chunk `index` of a flush's records |
+//! | `c/{flush}/{index}/{count}` | `WriteAheadChunk`: chunk `index` of a flush's records |
 //!
 //! Values are Protobuf rather than JSON: a restore reads every record of the
 //! partition before the task may consume, and binary values are several times
@@ -47,7 +47,7 @@ mod restore;
 mod write_ahead;
 
 pub use restore::Restorer;
-pub use write_ahead::write_ahead;
+pub use write_ahead::{write_ahead, CHUNK_BYTES};
 
 use crate::event::{CustomerId, TicketId};
 

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{chunk_key, ChangeRecord, RestoreError};
+use prost::Message;
+
+use super::{bad_value, chunk_key, ChangeRecord, RestoreError};
+use crate::proto::state as proto;
 
 /// Largest write-ahead chunk value: well inside any broker's record size limit.
-const CHUNK_BYTES: usize = 256 * 1024;
+pub const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Frames the records of flush number `cycle` (from
 /// [`Task::take_changelog`](crate::task::Task::take_changelog)) so that
@@ -17,78 +20,64 @@ pub fn write_ahead(cycle: u64, records: Vec<ChangeRecord>) -> Vec<ChangeRecord> 
     frame(cycle, records, CHUNK_BYTES)
 }
 
-/// [`write_ahead`] with chunks of at most `chunk_bytes` (unless one record is larger).
+/// [`write_ahead`] with chunk values of at most `chunk_bytes` (a record too
+/// large for that gets a chunk of its own).
 fn frame(cycle: u64, records: Vec<ChangeRecord>, chunk_bytes: usize) -> Vec<ChangeRecord> {
-    let mut chunks: Vec<Vec<u8>> = vec![Vec::new()];
-    for (key, value) in &records {
-        let size = 9 + key.len() + value.as_ref().map_or(0, Vec::len);
-        let current = chunks.last_mut().expect("one chunk at least");
-        if !current.is_empty() && current.len() + size > chunk_bytes {
-            chunks.push(Vec::new());
+    let changes: Vec<proto::Change> = records
+        .into_iter()
+        .map(|(key, value)| proto::Change { key, value })
+        .collect();
+    // Where each chunk ends, sized exactly as it will be encoded.
+    let mut ends = Vec::new();
+    let mut bytes = 0;
+    for (index, change) in changes.iter().enumerate() {
+        let size = chunk_field_bytes(change);
+        if bytes > 0 && bytes + size > chunk_bytes {
+            ends.push(index);
+            bytes = 0;
         }
-        encode_change(
-            chunks.last_mut().expect("one chunk at least"),
-            key,
-            value.as_deref(),
+        bytes += size;
+    }
+    ends.push(changes.len());
+    let count = ends.len();
+    let mut framed = Vec::with_capacity(changes.len() + 2 * count);
+    let mut records = Vec::with_capacity(changes.len());
+    let mut changes = changes.into_iter();
+    let mut start = 0;
+    for (index, end) in ends.into_iter().enumerate() {
+        let chunk = proto::WriteAheadChunk {
+            changes: changes.by_ref().take(end - start).collect(),
+        };
+        start = end;
+        framed.push((chunk_key(cycle, index, count), Some(chunk.encode_to_vec())));
+        // The records themselves follow the chunks, moved back out (not copied).
+        records.extend(
+            chunk
+                .changes
+                .into_iter()
+                .map(|change| (change.key, change.value)),
         );
     }
-    let count = chunks.len();
-    let key = |index: usize| chunk_key(cycle, index, count);
-    let mut framed = Vec::with_capacity(records.len() + 2 * count);
-    framed.extend(
-        chunks
-            .into_iter()
-            .enumerate()
-            .map(|(index, chunk)| (key(index), Some(chunk))),
-    );
     framed.extend(records);
-    framed.extend((0..count).map(|index| (key(index), None)));
+    framed.extend((0..count).map(|index| (chunk_key(cycle, index, count), None)));
     framed
 }
 
-/// Appends one record to a chunk.
-fn encode_change(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
-    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    out.extend_from_slice(key);
-    match value {
-        None => out.push(0),
-        Some(value) => {
-            out.push(1);
-            out.extend_from_slice(&(value.len() as u32).to_be_bytes());
-            out.extend_from_slice(value);
-        }
-    }
+/// Bytes `change` adds to an encoded [`proto::WriteAheadChunk`]: its field's
+/// tag (one byte: field 1, length-delimited), its length, and the message.
+fn chunk_field_bytes(change: &proto::Change) -> usize {
+    let length = change.encoded_len();
+    1 + prost::length_delimiter_len(length) + length
 }
 
-/// The records of a chunk; `None` when it is malformed.
-fn decode_changes(mut bytes: &[u8]) -> Option<Vec<ChangeRecord>> {
-    fn take<'a>(bytes: &mut &'a [u8], count: usize) -> Option<&'a [u8]> {
-        if bytes.len() < count {
-            return None;
-        }
-        let (head, rest) = bytes.split_at(count);
-        *bytes = rest;
-        Some(head)
-    }
-    fn length(bytes: &mut &[u8]) -> Option<usize> {
-        let raw: [u8; 4] = take(bytes, 4)?.try_into().ok()?;
-        Some(u32::from_be_bytes(raw) as usize)
-    }
-    let mut changes = Vec::new();
-    while !bytes.is_empty() {
-        let key_length = length(&mut bytes)?;
-        let key = take(&mut bytes, key_length)?.to_vec();
-        let value = match take(&mut bytes, 1)?[0] {
-            0 => None,
-            1 => {
-                let value_length = length(&mut bytes)?;
-                Some(take(&mut bytes, value_length)?.to_vec())
-            }
-            _ => return None,
-        };
-        changes.push((key, value));
-    }
-    Some(changes)
+/// The records of a chunk value, in order.
+fn decode_chunk(value: &[u8]) -> Result<Vec<ChangeRecord>, prost::DecodeError> {
+    let chunk = proto::WriteAheadChunk::decode(value)?;
+    Ok(chunk
+        .changes
+        .into_iter()
+        .map(|change| (change.key, change.value))
+        .collect())
 }
 
 /// Write-ahead batches found at restore.
@@ -138,9 +127,9 @@ pub(super) fn find_write_ahead(
             // Its records are all written (meta is newer), or none of them are.
             continue;
         }
-        for chunk in chunks.values() {
-            let changes = decode_changes(chunk)
-                .ok_or_else(|| RestoreError::UnknownKey(format!("c/{cycle}: malformed batch")))?;
+        for (index, chunk) in &chunks {
+            let changes =
+                decode_chunk(chunk).map_err(bad_value(&chunk_key(cycle, *index, count)))?;
             applied.extend(changes);
         }
     }
@@ -157,13 +146,104 @@ mod tests {
     use std::sync::Arc;
 
     use super::super::testing::windows;
-    use super::frame;
+    use super::{decode_chunk, frame, CHUNK_BYTES};
     use crate::config::Config;
     use crate::event::{Event, EventTime};
     use crate::generate::population::{Population, PopulationConfig};
     use crate::task::changelog::ChangeRecord;
     use crate::task::{Emitted, Profile, Task, TaskSettings};
     use crate::window::FinalWindow;
+
+    /// Records of keys and values around the lengths where Protobuf's varint
+    /// lengths grow a byte, tombstones and empty values among them.
+    fn records_of_awkward_sizes() -> Vec<ChangeRecord> {
+        let key_lengths = [1, 14, 127, 128, 300];
+        let value_lengths = [
+            None,
+            Some(0),
+            Some(1),
+            Some(126),
+            Some(127),
+            Some(128),
+            Some(16_383),
+            Some(16_384),
+            Some(70_000),
+        ];
+        let mut records = Vec::new();
+        for (index, value_length) in value_lengths.iter().cycle().take(60).enumerate() {
+            let key_length = key_lengths[index % key_lengths.len()];
+            let mut key = format!("k/{index}/").into_bytes();
+            key.resize(key_length.max(key.len()), b'x');
+            let value = value_length.map(|length| vec![index as u8; length]);
+            records.push((key, value));
+        }
+        records
+    }
+
+    /// Every chunk value stays within the chunk size, Protobuf's tags and
+    /// lengths included, unless it holds a single record too large for any
+    /// chunk; chunks are as full as that allows; and the chunks decode to the
+    /// records, a tombstone still a tombstone and an empty value still a value.
+    #[test]
+    fn chunks_hold_the_records_in_order_within_their_size() {
+        let records = records_of_awkward_sizes();
+        assert!(records
+            .iter()
+            .any(|(_, value)| value.as_ref().is_some_and(Vec::is_empty)));
+        assert!(records.iter().any(|(_, value)| value.is_none()));
+        for chunk_bytes in [1, 150, 1000, 20_000, 100_000, CHUNK_BYTES] {
+            let framed = frame(7, records.clone(), chunk_bytes);
+            let chunks: Vec<&[u8]> = framed
+                .iter()
+                .take_while(|(key, _)| key.starts_with(b"c/"))
+                .map(|(_, value)| value.as_deref().expect("a chunk has a value"))
+                .collect();
+            let count = chunks.len();
+            assert_eq!(framed.len(), records.len() + 2 * count);
+            assert_eq!(framed[count..count + records.len()], records[..]);
+            for (index, (key, value)) in framed[count + records.len()..].iter().enumerate() {
+                assert_eq!(key, &format!("c/7/{index}/{count}").into_bytes());
+                assert_eq!(value, &None);
+            }
+            let mut decoded = Vec::new();
+            for (index, chunk) in chunks.iter().enumerate() {
+                let changes = decode_chunk(chunk).unwrap();
+                assert!(
+                    chunk.len() <= chunk_bytes || changes.len() == 1,
+                    "chunk {index} of {chunk_bytes} bytes holds {} bytes in {} records",
+                    chunk.len(),
+                    changes.len()
+                );
+                if let Some(next) = chunks.get(index + 1) {
+                    // The next chunk's first record would not have fitted in this one.
+                    let first = decode_chunk(next).unwrap().remove(0);
+                    let grown = frame(
+                        0,
+                        changes.iter().cloned().chain([first]).collect(),
+                        usize::MAX,
+                    );
+                    let grown = grown[0].1.as_ref().unwrap();
+                    assert!(
+                        grown.len() > chunk_bytes,
+                        "chunk {index} of {chunk_bytes} bytes ended early"
+                    );
+                }
+                decoded.extend(changes);
+            }
+            assert_eq!(decoded, records, "chunks of {chunk_bytes} bytes");
+        }
+    }
+
+    /// A tombstone and an empty value are different chunk contents.
+    #[test]
+    fn chunks_tell_a_tombstone_from_an_empty_value() {
+        let tombstone = frame(1, vec![(b"t/1".to_vec(), None)], CHUNK_BYTES);
+        let empty = frame(1, vec![(b"t/1".to_vec(), Some(Vec::new()))], CHUNK_BYTES);
+        assert_ne!(tombstone[0].1, empty[0].1);
+        let decode = |framed: &[ChangeRecord]| decode_chunk(framed[0].1.as_ref().unwrap()).unwrap();
+        assert_eq!(decode(&tombstone), vec![(b"t/1".to_vec(), None)]);
+        assert_eq!(decode(&empty), vec![(b"t/1".to_vec(), Some(Vec::new()))]);
+    }
 
     /// Straight-through result of `events`: (final windows, profiles without `updated_at`).
     fn outcome(
