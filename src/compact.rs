@@ -20,7 +20,7 @@ use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::num::NonZeroU16;
 
-use crate::event::EventTime;
+use crate::time::EventTime;
 
 /// Longest string kept inline.
 pub const INLINE_CAPACITY: usize = 15;

@@ -35,6 +35,7 @@ pub mod sink;
 pub mod source;
 pub mod task;
 pub mod telemetry;
+pub mod time;
 pub mod topics;
 pub mod window;
 
