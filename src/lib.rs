@@ -31,6 +31,7 @@ pub mod pipeline;
 pub mod process;
 pub mod restore;
 pub mod service;
+pub mod shared;
 pub mod sink;
 pub mod source;
 pub mod task;

@@ -6,11 +6,11 @@
 //! (`commit`: at-least-once or exactly-once). Start-up checks, broker health,
 //! rebalances with their restores, and the drain at shutdown live here too.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use metrics::gauge;
@@ -28,66 +28,11 @@ use crate::sink::Sink;
 use crate::source::{self, Assignment, InputConsumer, InputSource};
 use crate::task::{Task, TaskSettings};
 use crate::telemetry;
-use crate::window::FinalWindow;
 use crate::{fault, restore, topics};
 
-/// State shared between the pipeline thread, the HTTP server and the demo.
-#[derive(Default)]
-pub struct Shared {
-    /// The tasks this instance owns, by partition number.
-    pub tasks: Mutex<BTreeMap<u32, Task>>,
-    /// True once the first assignment was received and consumption runs.
-    pub ready: AtomicBool,
-    /// Set to ask the pipeline to stop gracefully.
-    pub stop: AtomicBool,
-    /// Valid events applied since start.
-    pub events_applied: AtomicU64,
-    /// Latest final window per (window name, task).
-    pub latest_windows: Mutex<BTreeMap<(Arc<str>, u32), FinalWindow>>,
-    /// When the processing loop last made progress, for the liveness probe.
-    pub heartbeat: Heartbeat,
-}
-
-/// When the processing loop last made progress: a cycle, or a restore's step.
-#[derive(Default)]
-pub struct Heartbeat {
-    last: Mutex<Option<Instant>>,
-}
-
-impl Heartbeat {
-    /// Records progress now.
-    pub fn beat(&self) {
-        *self
-            .last
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(Instant::now());
-    }
-
-    /// Time since the last progress; `None` before the loop first ran.
-    pub fn silence(&self) -> Option<Duration> {
-        let last = *self
-            .last
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        last.map(|at| at.elapsed())
-    }
-}
-
-impl Shared {
-    /// Locks the tasks, recovering from a poisoned lock (state is still consistent per event).
-    pub fn tasks(&self) -> MutexGuard<'_, BTreeMap<u32, Task>> {
-        self.tasks
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Locks the latest windows.
-    pub fn latest_windows(&self) -> MutexGuard<'_, BTreeMap<(Arc<str>, u32), FinalWindow>> {
-        self.latest_windows
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
+/// Re-exported where they were first defined: the HTTP server, the service and
+/// the benches name them here.
+pub use crate::shared::{Heartbeat, Shared};
 
 /// A running pipeline.
 pub struct Running {

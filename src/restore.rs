@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::{ClientRole, Config};
 use crate::event::EventTime;
-use crate::pipeline::Shared;
+use crate::shared::Shared;
 use crate::task::changelog::Restorer;
 use crate::task::{Task, TaskSettings};
 use crate::telemetry;
