@@ -240,11 +240,11 @@ mod tests {
 
     use prost::Message;
 
-    use super::super::testing::windows;
     use crate::config::Config;
     use crate::event::{Event, EventTime};
     use crate::generate::population::{Population, PopulationConfig};
     use crate::proto::state as proto;
+    use crate::task::changelog::testing::windows;
     use crate::task::changelog::ChangeRecord;
     use crate::task::{Task, TaskSettings};
 

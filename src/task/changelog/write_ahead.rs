@@ -145,11 +145,11 @@ mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
 
-    use super::super::testing::windows;
     use super::{decode_chunk, frame, CHUNK_BYTES};
     use crate::config::Config;
     use crate::event::{Event, EventTime};
     use crate::generate::population::{Population, PopulationConfig};
+    use crate::task::changelog::testing::windows;
     use crate::task::changelog::ChangeRecord;
     use crate::task::{Emitted, Profile, Task, TaskSettings};
     use crate::window::FinalWindow;
