@@ -13,9 +13,10 @@ ARG RUST_VERSION=1.95
 ARG DEBIAN_RELEASE=bookworm
 
 FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS build
-# librdkafka (rdkafka-sys runs its ./configure and make), zstd and mimalloc are
-# compiled from source with gcc (librdkafka's configure also probes g++);
-# OpenSSL and zlib are linked dynamically from Debian, found by pkg-config.
+# librdkafka (rdkafka-sys runs its ./configure and make), zstd and jemalloc
+# (tikv-jemallocator) are compiled from source with gcc (librdkafka's
+# configure also probes g++); OpenSSL and zlib are linked dynamically from
+# Debian, found by pkg-config.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \

@@ -4,17 +4,27 @@
 //!
 //! ```text
 //! source (Kafka consumer, tasks by partition)
-//!   → decode (JSON / Protobuf → validated Event, or a dead letter)
-//!   → task (per-partition state: profiles, tickets, watermark, de-dup)
-//!   → window (hopping event-time windows, final results)
-//!   → output (profiles, enriched events, window results, dead letters as records)
-//!   → sink (one idempotent producer; offsets commit after delivery)
+//!   → process (one cycle with no Kafka in it: merge each task's partitions by
+//!     │        event time, skip what the restored state includes)
+//!     ├ decode (JSON / Protobuf → validated Event, or a dead letter)
+//!     ├ task   (per-partition state: profiles, tickets, watermark, de-dup;
+//!     │         task::changelog writes its changes as changelog records)
+//!     ├ window (hopping event-time windows, final results)
+//!     └ output (profiles, enriched events, window results, dead letters as records)
+//!   → commit (outputs, changelog records, then input offsets made durable:
+//!             at-least-once in that order on a thread of its own,
+//!             exactly-once in one transaction per cycle)
+//!   → sink   (one idempotent or transactional producer)
+//!
+//! restore (when a task is assigned, before it consumes: its changelog
+//!          partition read back into its state)
 //! ```
 //!
-//! `process` is one cycle of that path with no Kafka in it; `pipeline` runs
-//! it between the consumer and the producer; `http` serves metrics, health and profiles
-//! beside it; `telemetry` names every metric; `generate` and `demo` make
-//! synthetic traffic.
+//! `pipeline` runs that cycle between the consumer and the producer on a
+//! thread of its own, and restores tasks as they are assigned; `shared` is
+//! what it shares with the HTTP server and the demo; `http` serves metrics,
+//! health and profiles beside it; `telemetry` names every metric; `generate`
+//! and `demo` make synthetic traffic.
 
 pub mod cli;
 pub mod commit;

@@ -6,9 +6,11 @@
 //! that set is task `i`. With KIP-848 rebalances are incremental, and with a
 //! `group.instance.id` (static membership) a restarted instance takes its tasks
 //! back without a rebalance. The consumer is a `BaseConsumer` polled by
-//! the pipeline's own thread. Offsets are stored only after the outputs of a
-//! record are delivered (see `pipeline`), and librdkafka commits stored
-//! offsets every `commit_interval` and on revocation.
+//! the pipeline's own thread. Under at-least-once, the commit strategy stores
+//! a record's offset only once its outputs are delivered and its task's state
+//! is in the changelog (see `commit`), and librdkafka commits stored offsets
+//! every `commit_interval` and on revocation; under exactly-once the offsets
+//! are committed in each cycle's transaction.
 
 use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -294,7 +296,7 @@ pub fn consumer(config: &Config) -> Result<InputConsumer, SourceError> {
             "auto.commit.interval.ms",
             kafka.commit_interval.as_millis().to_string(),
         )
-        // Offsets are stored by the pipeline only once outputs are delivered.
+        // The commit strategy stores offsets once outputs and state are durable (`commit`).
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         // Lag per partition feeds the metrics and the idle-partition rule.
