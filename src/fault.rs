@@ -40,6 +40,8 @@ impl CountedFault {
     }
 }
 
+/// Called after queueing each changelog record: flushes and aborts the process
+/// after the record `ABORT_AFTER_CHANGELOG_RECORDS` names.
 #[cfg(feature = "fault-injection")]
 pub fn changelog_record_queued(flush: impl FnOnce()) {
     static FAULT: CountedFault = CountedFault::new(ABORT_AFTER_CHANGELOG_RECORDS);
