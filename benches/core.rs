@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the pure core: decoding, applying events to a task
-//! (profiles, tickets, windows) and building window results, and the whole
-//! Kafka-free cycle of the pipeline thread (`Processor::process`).
+//! (profiles, tickets, windows) and building window results, encoding the
+//! per-event output records, and the whole Kafka-free cycle of the pipeline
+//! thread (`Processor::process`).
 
 use std::sync::Arc;
 
@@ -12,7 +13,8 @@ use cxpulse::generate::population::{Population, PopulationConfig};
 use cxpulse::generate::wire;
 use cxpulse::output::{Encoder, SourcePosition};
 use cxpulse::process::{InputHealth, InputRecord, Processor};
-use cxpulse::task::{Task, TaskSettings};
+use cxpulse::task::signal::Signal;
+use cxpulse::task::{Emitted, Outcome, Profile, Task, TaskSettings};
 
 // The allocator of the cxpulse binary (src/main.rs): allocation is a large part of the cost.
 #[global_allocator]
@@ -84,6 +86,60 @@ fn apply(c: &mut Criterion) {
             BatchSize::LargeInput,
         )
     });
+    group.finish();
+}
+
+/// What one task produced from `events`: each applied event with its profile
+/// after it and its position, and every signal raised.
+fn applied(
+    events: &[Event],
+    config: &Config,
+) -> (Vec<(Event, Profile, SourcePosition)>, Vec<Signal>) {
+    let settings = Arc::new(TaskSettings::from_config(config));
+    let wall = EventTime::now();
+    let mut task = Task::new(0, settings, wall);
+    let topic: Arc<str> = Arc::from("cx.purchases");
+    let (mut applied, mut signals, mut emitted) = (Vec::new(), Vec::new(), Vec::new());
+    for (offset, event) in events.iter().enumerate() {
+        if let Outcome::Applied { profile, .. } = task.apply(event, wall, &mut emitted) {
+            let position = SourcePosition {
+                topic: topic.clone(),
+                partition: 0,
+                offset: offset as i64,
+            };
+            applied.push((event.clone(), profile.clone(), position));
+        }
+        signals.extend(emitted.drain(..).filter_map(|item| match item {
+            Emitted::Signal(signal) => Some(signal),
+            _ => None,
+        }));
+    }
+    (applied, signals)
+}
+
+/// The records of profiles, enriched events and signals, without decoding or
+/// applying: what `output` costs per event.
+fn encode(c: &mut Criterion) {
+    let config = Config::default();
+    let (applied, signals) = applied(&events(10_000), &config);
+    let mut group = c.benchmark_group("encode");
+    group.throughput(Throughput::Elements(applied.len() as u64));
+    for format in [Format::Json, Format::Protobuf] {
+        let encoder = Encoder::new(config.topics.clone(), format, "bench");
+        group.bench_function(format!("profile_enriched_signal_{format:?}"), |b| {
+            b.iter(|| {
+                let mut bytes = 0;
+                for (event, profile, position) in &applied {
+                    bytes += encoder.profile(profile, position).value.len();
+                    bytes += encoder.enriched(event, profile, position).value.len();
+                }
+                for signal in &signals {
+                    bytes += encoder.signal(signal, None).value.len();
+                }
+                bytes
+            })
+        });
+    }
     group.finish();
 }
 
@@ -177,5 +233,5 @@ fn process(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, apply, process);
+criterion_group!(benches, decode, apply, encode, process);
 criterion_main!(benches);

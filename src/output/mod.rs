@@ -1,12 +1,21 @@
 //! Output: turns what a task produced into Kafka records for `cx.profiles`,
-//! `cx.enriched`, `cx.metrics` and `cx.dlq`, in JSON or Protobuf, with a
-//! deterministic `event_id` and CloudEvents binary-mode headers.
+//! `cx.enriched`, `cx.signals`, `cx.metrics` and `cx.dlq`, in JSON or
+//! Protobuf, with a deterministic `event_id` and CloudEvents binary-mode
+//! headers.
 //!
 //! Ids are derived from the source position (`topic/partition/offset`) or
 //! the window identity, so a record produced again after a crash carries
 //! the same id and consumers can de-duplicate.
+//!
+//! The records written per event and per flush (profiles, enriched events,
+//! signals) are each declared once, in `record.rs`: that one declaration
+//! writes their JSON and builds their Protobuf message, so adding a field is
+//! one line there (and one in the `.proto`). Window results are built as
+//! Protobuf messages and serialised with serde for JSON.
 
+mod field;
 mod json;
+mod record;
 
 use std::borrow::Cow;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,16 +23,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use prost::Message;
 use rdkafka::message::OwnedHeaders;
 
-use crate::compact::CompactTime;
+use field::Record;
+
 use crate::config::TopicsConfig;
 use crate::decode::{DecodeError, Format};
-use crate::event::{
-    CustomerId, Event, EventBody, EventTime, PurchaseAction, SurveyResponse, TicketAction,
-};
+use crate::event::{CustomerId, Event};
 use crate::proto;
 use crate::task::signal::{Cause, Signal};
 use crate::task::Profile;
-use crate::window::result::{mean_seconds, window_result};
+use crate::window::result::window_result;
 use crate::window::FinalWindow;
 
 /// Where an input record came from.
@@ -257,6 +265,14 @@ impl Encoder {
         }
     }
 
+    /// A record declared in [`record`], in the configured format.
+    fn record_value(&self, record: &impl Record<Message: Message>) -> Vec<u8> {
+        match self.format {
+            Format::Json => view_json(record),
+            Format::Protobuf => record.to_message().encode_to_vec(),
+        }
+    }
+
     fn record(
         &self,
         topic: &Arc<str>,
@@ -293,10 +309,7 @@ impl Encoder {
         self.record(
             &self.topics.profiles,
             profile.customer_id.as_str().as_bytes().to_vec(),
-            match self.format {
-                Format::Json => profile_json(profile),
-                Format::Protobuf => profile_message(profile).encode_to_vec(),
-            },
+            self.record_value(&record::Profile::new(profile)),
             event_id,
             "io.cxpulse.profile.v1",
             profile.as_of.get().to_rfc3339(),
@@ -313,19 +326,7 @@ impl Encoder {
                 format!("{}/{kind}/{}", signal.customer_id, signal.at.millis())
             }
         };
-        let value = match self.format {
-            Format::Json => view_json(&json::Signal {
-                event_id: &event_id,
-                kind,
-                customer_id: signal.customer_id.as_str(),
-                occurred_at: signal.at,
-                ticket_id: signal.ticket_id.as_ref().map(|id| id.as_str()),
-                segment: signal.segment.name(),
-                previous_segment: signal.previous_segment.map(|segment| segment.name()),
-                lifecycle: signal.lifecycle.name(),
-            }),
-            Format::Protobuf => signal_message(signal, &event_id).encode_to_vec(),
-        };
+        let value = self.record_value(&record::Signal::new(signal, &event_id));
         self.record(
             &self.topics.signals,
             signal.customer_id.as_str().as_bytes().to_vec(),
@@ -344,12 +345,7 @@ impl Encoder {
         position: &SourcePosition,
     ) -> OutputRecord {
         let event_id = position.id("enriched");
-        let value = match self.format {
-            Format::Json => view_json(&enriched_json(event, profile, position, &event_id)),
-            Format::Protobuf => {
-                enriched_message(event, profile, position, &event_id).encode_to_vec()
-            }
-        };
+        let value = self.record_value(&record::Enriched::new(event, profile, position, &event_id));
         self.record(
             &self.topics.enriched,
             event.customer_id.as_str().as_bytes().to_vec(),
@@ -445,15 +441,6 @@ impl Encoder {
     }
 }
 
-fn money(
-    totals: &std::collections::BTreeMap<crate::event::Currency, i64>,
-) -> std::collections::BTreeMap<String, i64> {
-    totals
-        .iter()
-        .map(|(currency, amount)| (currency.to_string(), *amount))
-        .collect()
-}
-
 /// `message` (a window result) as JSON.
 fn json_value<T: serde::Serialize>(message: &T) -> Vec<u8> {
     // Sized for a typical record at once: growing from serde_json's default 128
@@ -465,7 +452,7 @@ fn json_value<T: serde::Serialize>(message: &T) -> Vec<u8> {
 }
 
 /// A per-event or per-flush record's JSON, from its view.
-fn view_json(view: &impl json::WriteJson) -> Vec<u8> {
+fn view_json(view: &impl Record) -> Vec<u8> {
     let mut value = Vec::with_capacity(JSON_RECORD_CAPACITY);
     view.write_json(&mut value);
     value
@@ -485,226 +472,34 @@ fn interned(source: String) -> &'static [u8] {
     leaked
 }
 
-/// What an enriched event carries besides its kind's own fields.
-fn enriched_json<'a>(
-    event: &'a Event,
-    profile: &Profile,
-    position: &'a SourcePosition,
-    event_id: &'a str,
-) -> json::Enriched<'a> {
-    let fields = kind_fields(event);
-    json::Enriched {
-        event_id,
-        source_event_id: event.event_id.as_str(),
-        customer_id: event.customer_id.as_str(),
-        kind: event.type_name(),
-        occurred_at: event.occurred_at,
-        source_topic: &position.topic,
-        source_partition: position.partition,
-        source_offset: position.offset,
-        order_id: fields.order_id,
-        ticket_id: fields.ticket_id,
-        survey_id: fields.survey_id,
-        amount_minor: fields.amount_minor,
-        currency: fields.currency,
-        channel: fields.channel,
-        score: fields.score,
-        scale_max: fields.scale_max,
-        context: json::Context {
-            segment: profile.segment.name(),
-            lifecycle: profile.lifecycle.name(),
-            net_value_minor: profile.net_value_minor(),
-            last_nps_category: profile.last_nps_category().map(|c| c.name()),
-            open_tickets: profile.open_tickets.into(),
-        },
-    }
-}
-
-/// The fields of an enriched event that only some kinds of event have.
-#[derive(Default)]
-struct KindFields<'a> {
-    order_id: Option<&'a str>,
-    ticket_id: Option<&'a str>,
-    survey_id: Option<&'a str>,
-    amount_minor: Option<i64>,
-    currency: Option<&'a str>,
-    channel: Option<&'a str>,
-    score: Option<i64>,
-    scale_max: Option<i64>,
-}
-
-fn kind_fields(event: &Event) -> KindFields<'_> {
-    match &event.body {
-        EventBody::Purchase(purchase) => {
-            let amount = match &purchase.action {
-                PurchaseAction::Placed { amount } | PurchaseAction::Returned { amount } => {
-                    Some(amount)
-                }
-                PurchaseAction::Fulfilled { .. } => None,
-            };
-            KindFields {
-                order_id: Some(purchase.order_id.as_str()),
-                channel: purchase.channel.as_deref(),
-                amount_minor: amount.map(|amount| amount.amount.0),
-                currency: amount.map(|amount| amount.currency.as_str()),
-                ..KindFields::default()
-            }
-        }
-        EventBody::Ticket(ticket) => KindFields {
-            ticket_id: Some(ticket.ticket_id.as_str()),
-            channel: match ticket.action {
-                TicketAction::Opened { channel, .. } => Some(channel.name()),
-                _ => None,
-            },
-            ..KindFields::default()
-        },
-        EventBody::Survey(survey) => {
-            let (score, scale_max) = match survey.response {
-                SurveyResponse::Nps { score } => (score, 10),
-                SurveyResponse::Csat { score, scale_max }
-                | SurveyResponse::Ces { score, scale_max } => (score, scale_max),
-            };
-            KindFields {
-                survey_id: Some(survey.survey_id.as_str()),
-                ticket_id: survey.ticket_id.as_ref().map(|id| id.as_str()),
-                order_id: survey.order_id.as_ref().map(|id| id.as_str()),
-                score: Some(i64::from(score)),
-                scale_max: Some(i64::from(scale_max)),
-                ..KindFields::default()
-            }
-        }
-    }
-}
-
-/// The Protobuf message of an enriched event (the JSON is [`enriched_json`]).
-fn enriched_message(
-    event: &Event,
-    profile: &Profile,
-    position: &SourcePosition,
-    event_id: &str,
-) -> proto::EnrichedEvent {
-    let fields = kind_fields(event);
-    let owned = |text: Option<&str>| text.map(str::to_string);
-    proto::EnrichedEvent {
-        event_id: event_id.to_string(),
-        source_event_id: event.event_id.to_string(),
-        customer_id: event.customer_id.to_string(),
-        r#type: event.type_name().to_string(),
-        occurred_at: event.occurred_at.to_rfc3339(),
-        source_topic: position.topic.to_string(),
-        source_partition: position.partition,
-        source_offset: position.offset,
-        order_id: owned(fields.order_id),
-        ticket_id: owned(fields.ticket_id),
-        survey_id: owned(fields.survey_id),
-        amount_minor: fields.amount_minor,
-        currency: owned(fields.currency),
-        channel: owned(fields.channel),
-        score: fields.score,
-        scale_max: fields.scale_max,
-        context: Some(proto::ProfileContext {
-            segment: profile.segment.name().to_string(),
-            lifecycle: profile.lifecycle.name().to_string(),
-            net_value_minor: money(&profile.net_value_minor()),
-            last_nps_category: profile.last_nps_category().map(|c| c.name().to_string()),
-            open_tickets: profile.open_tickets.into(),
-        }),
-    }
-}
-
-/// The Protobuf message of a signal (the JSON is [`json::Signal`]).
-fn signal_message(signal: &Signal, event_id: &str) -> proto::Signal {
-    proto::Signal {
-        event_id: event_id.to_string(),
-        r#type: signal.kind.name().to_string(),
-        customer_id: signal.customer_id.to_string(),
-        occurred_at: signal.at.to_rfc3339(),
-        ticket_id: signal.ticket_id.as_ref().map(|id| id.to_string()),
-        segment: signal.segment.name().to_string(),
-        previous_segment: signal
-            .previous_segment
-            .map(|segment| segment.name().to_string()),
-        lifecycle: signal.lifecycle.name().to_string(),
-    }
-}
-
 /// The published JSON of a profile (`cx.profiles` and the HTTP API): the bytes
-/// serde_json makes of [`profile_message`], written from the profile directly.
+/// serde_json makes of [`profile_message`].
 pub fn profile_json(profile: &Profile) -> Vec<u8> {
-    let last_nps = profile.last_nps();
-    let last_csat = profile.last_csat();
-    let last_ces = profile.last_ces();
-    view_json(&json::Profile {
-        customer_id: profile.customer_id.as_str(),
-        first_seen: profile.first_seen.get(),
-        last_seen: profile.last_seen.get(),
-        events: profile.events.into(),
-        orders_placed: profile.orders_placed.into(),
-        revenue_minor: profile.revenue_minor(),
-        returned_minor: profile.returned_minor(),
-        net_value_minor: profile.net_value_minor(),
-        first_purchase_at: profile.first_purchase_at.map(CompactTime::get),
-        last_purchase_at: profile.last_purchase_at.map(CompactTime::get),
-        mean_days_between_purchases: profile.mean_days_between_purchases(),
-        open_tickets: profile.open_tickets.into(),
-        tickets_opened: profile.tickets_opened.into(),
-        tickets_resolved: profile.tickets_resolved.into(),
-        mean_first_response_seconds: mean_seconds(
-            profile.first_response_millis_sum,
-            profile.first_responses.into(),
-        ),
-        last_nps_score: last_nps.map(|last| i64::from(last.score)),
-        last_nps_category: profile.last_nps_category().map(|c| c.name()),
-        last_nps_at: last_nps.map(|last| last.at),
-        last_csat_score: last_csat.map(|last| i64::from(last.score)),
-        last_csat_scale_max: last_csat.map(|last| i64::from(last.scale_max)),
-        last_ces_score: last_ces.map(|last| i64::from(last.score)),
-        last_ces_scale_max: last_ces.map(|last| i64::from(last.scale_max)),
-        segment: profile.segment.name(),
-        lifecycle: profile.lifecycle.name(),
-        updated_at: profile.updated_at.get(),
-    })
+    view_json(&record::Profile::new(profile))
 }
 
 /// The Protobuf message of a profile (its JSON is [`profile_json`]).
 pub fn profile_message(profile: &Profile) -> proto::Profile {
-    let time = |at: Option<EventTime>| at.map(EventTime::to_rfc3339);
-    let compact_time = |at: Option<CompactTime>| time(at.map(CompactTime::get));
-    proto::Profile {
-        customer_id: profile.customer_id.to_string(),
-        first_seen: profile.first_seen.get().to_rfc3339(),
-        last_seen: profile.last_seen.get().to_rfc3339(),
-        events: profile.events.into(),
-        orders_placed: profile.orders_placed.into(),
-        revenue_minor: money(&profile.revenue_minor()),
-        returned_minor: money(&profile.returned_minor()),
-        net_value_minor: money(&profile.net_value_minor()),
-        first_purchase_at: compact_time(profile.first_purchase_at),
-        last_purchase_at: compact_time(profile.last_purchase_at),
-        mean_days_between_purchases: profile.mean_days_between_purchases(),
-        open_tickets: profile.open_tickets.into(),
-        tickets_opened: profile.tickets_opened.into(),
-        tickets_resolved: profile.tickets_resolved.into(),
-        mean_first_response_seconds: mean_seconds(
-            profile.first_response_millis_sum,
-            profile.first_responses.into(),
-        ),
-        last_nps_score: profile.last_nps().map(|last| i64::from(last.score)),
-        last_nps_category: profile.last_nps_category().map(|c| c.name().to_string()),
-        last_nps_at: time(profile.last_nps().map(|last| last.at)),
-        last_csat_score: profile.last_csat().map(|last| i64::from(last.score)),
-        last_csat_scale_max: profile.last_csat().map(|last| i64::from(last.scale_max)),
-        last_ces_score: profile.last_ces().map(|last| i64::from(last.score)),
-        last_ces_scale_max: profile.last_ces().map(|last| i64::from(last.scale_max)),
-        segment: profile.segment.name().to_string(),
-        lifecycle: profile.lifecycle.name().to_string(),
-        updated_at: profile.updated_at.get().to_rfc3339(),
-    }
+    record::Profile::new(profile).to_message()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::EventTime;
+
+    fn signal_message(signal: &Signal, event_id: &str) -> proto::Signal {
+        record::Signal::new(signal, event_id).to_message()
+    }
+
+    fn enriched_message(
+        event: &Event,
+        profile: &Profile,
+        position: &SourcePosition,
+        event_id: &str,
+    ) -> proto::EnrichedEvent {
+        record::Enriched::new(event, profile, position, event_id).to_message()
+    }
 
     #[test]
     fn dead_letters_keep_the_original_and_add_the_reason() {
