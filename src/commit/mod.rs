@@ -12,8 +12,10 @@
 //!   already be out (with the same deterministic ids); the restored state says
 //!   which input offsets it includes, so state and windows count each event once.
 //! - [`ExactlyOnce`]: outputs, changelog records and input offsets of a cycle in
-//!   one Kafka transaction; any failure aborts it and stops the pipeline, and
-//!   the restart resumes from the last committed transaction.
+//!   one Kafka transaction. A record the brokers refuse for good is replaced
+//!   by its dead letter and the transaction retried; any other failure aborts
+//!   it and stops the pipeline, and the restart resumes from the last
+//!   committed transaction.
 //!
 //! The producer's delivery reports settle [`Batch`](crate::sink::Batch)es, so
 //! nothing is awaited per record. Exactly-once runs on the pipeline thread: a
